@@ -1,0 +1,1 @@
+"""The lock application: ACE resources, token store, decision log, actuator."""
