@@ -1,0 +1,88 @@
+"""Trust core: the access-token verifier (PROFILE.md sec. 2).
+
+verify() runs, in order: size and structure (COSE_Sign1), header rules,
+revocation by token hash, the ES256 signature with the AS key named by kid,
+then the claims (iss, aud, time, exi, cnf). It returns a Token or raises
+reasons.Refused. No transport, socket or clock is imported: the caller
+passes the wall time (None when unsynced), the boot counter and uptime.
+"""
+import hashlib
+
+from trust import cose, cwt
+from trust.reasons import BEARER_NOT_ALLOWED, REVOKED, Refused
+
+
+class TrustedKey:
+    """An AS key the lock trusts: issuer text, kid bytes (or None), 65-byte
+    SEC1 public key."""
+    __slots__ = ("issuer", "kid", "pub")
+
+    def __init__(self, issuer, kid, pub):
+        self.issuer = issuer
+        self.kid = kid
+        self.pub = pub
+
+
+class Token:
+    __slots__ = ("raw", "hash", "claims", "issuer")
+
+    def __init__(self, raw, digest, claims, issuer):
+        self.raw = raw
+        self.hash = digest
+        self.claims = claims
+        self.issuer = issuer
+
+    def allows(self, permission):
+        return permission in self.claims.scope
+
+    @property
+    def is_bearer(self):
+        return self.claims.cnf_kind is None
+
+
+def token_hash(raw):
+    """PROFILE sec. 2: SHA-256 over the exact token bytes."""
+    return hashlib.sha256(raw).digest()
+
+
+class Verifier:
+    def __init__(self, device_id, keys, psk_unwrap_key=None, skew_s=60,
+                 allow_bearer=False, exi_capacity=32):
+        self.device_id = device_id
+        self.keys = list(keys)
+        self.psk_unwrap_key = psk_unwrap_key
+        self.skew_s = skew_s
+        self.allow_bearer = allow_bearer
+        self.revoked_hashes = set()
+        self.revoked_ctis = set()
+        self.exi = cwt.ExiTable(exi_capacity)
+
+    def set_keys(self, keys):
+        """Rebinding (seed 5.1): the trusted keys are replaced as a whole."""
+        self.keys = list(keys)
+
+    def _revoked(self, digest, cti):
+        # Sets are looked up by hash; token hashes and ctis are not secret,
+        # they are public identifiers, so no constant-time scan is needed.
+        if digest in self.revoked_hashes:
+            return True
+        return cti is not None and cti in self.revoked_ctis
+
+    def verify(self, raw, now_s=None, boot=0, uptime_s=0, check_exi=True):
+        raw = bytes(raw)
+        s = cose.parse_sign1(raw)
+        digest = token_hash(raw)
+        if digest in self.revoked_hashes:
+            raise Refused(REVOKED, "token hash")
+        key = cose.select_key(self.keys, s.kid)
+        cose.verify_sign1(s, key.pub)
+        c = cwt.parse(s.payload, self.psk_unwrap_key)
+        if self._revoked(digest, c.cti):
+            raise Refused(REVOKED, "cti")
+        cwt.check(c, key.issuer, self.device_id, now_s, self.skew_s)
+        if c.cnf_kind is None and not self.allow_bearer:
+            raise Refused(BEARER_NOT_ALLOWED)
+        if c.exi is not None and check_exi:
+            self.exi.check(c.cti, c.exi, boot, uptime_s, now_s)
+        return Token(raw, digest, c, key.issuer)
+

@@ -1,0 +1,221 @@
+"""Trust core vectors that need no signing: RFC 8392 A.3, RFC 3610, claims,
+nonce table. Runs under CPython and the MicroPython unix port."""
+import time
+
+from mpunit import raises, unhex
+from trust import cbor, ccm, cose, cwt, pop, reasons
+from trust.reasons import Refused
+from trust.verifier import TrustedKey, Verifier
+
+# RFC 8392 A.3 (signed CWT) and the A.2.3 public key.
+A3 = unhex("""
+d28443a10126a104524173796d6d657472696345434453413235365850a70175
+636f61703a2f2f61732e6578616d706c652e636f6d02656572696b7703781863
+6f61703a2f2f6c696768742e6578616d706c652e636f6d041a5612aeb0051a56
+10d9f0061a5610d9f007420b7158405427c1ff28d23fbad1f29c4c7c6a555e60
+1d6fa29f9179bc3d7438bacaca5acd08c8d4d4f96131680c429a01f85951ecee
+743a52b9b63632c57209120e1c9e30""")
+A23_PUB = unhex("04"
+                "143329cce7868e416927599cf65a34f3ce2ffda55a7eca69ed8919a394d42f0f"
+                "60f7f1a780d8a783bfb7a2dd6b2796e8128dbbcef9d3d168db9529971a36e7b9")
+A23_KID = b"AsymmetricECDSA256"
+
+
+def _a3_verifier():
+    key = TrustedKey("coap://as.example.com", A23_KID, A23_PUB)
+    return Verifier("coap://light.example.com", [key], allow_bearer=True)
+
+
+def test_rfc8392_a3_verifies_in_its_validity_window():
+    tok = _a3_verifier().verify(A3, 1444000000)
+    c = tok.claims
+    assert c.iss == "coap://as.example.com" and c.sub == "erikw"
+    assert c.exp == 1444064944 and c.nbf == 1443944944 and c.cti == b"\x0b\x71"
+    assert tok.is_bearer
+
+
+def test_rfc8392_a3_refused_with_real_clock():
+    e = raises(Refused, _a3_verifier().verify, A3, int(time.time()))
+    assert e.reason == reasons.EXPIRED
+
+
+def test_rfc8392_a3_inside_cwt_tag():
+    tok = _a3_verifier().verify(unhex("d83d") + A3, 1444000000)
+    assert tok.claims.sub == "erikw"
+
+
+def test_rfc8392_a3_flipped_signature_bit():
+    bad = bytearray(A3)
+    bad[-1] ^= 1
+    e = raises(Refused, _a3_verifier().verify, bytes(bad), 1444000000)
+    assert e.reason == reasons.SIG_INVALID
+
+
+def test_rfc8392_a3_wrong_kid_and_audience():
+    key = TrustedKey("coap://as.example.com", b"other", A23_PUB)
+    e = raises(Refused, Verifier("coap://light.example.com", [key], allow_bearer=True).verify, A3, 1444000000)
+    assert e.reason == reasons.UNKNOWN_KEY
+    key = TrustedKey("coap://as.example.com", A23_KID, A23_PUB)
+    e = raises(Refused, Verifier("coap://light.example.co", [key], allow_bearer=True).verify, A3, 1444000000)
+    assert e.reason == reasons.AUD_MISMATCH
+    e = raises(Refused, Verifier("coap://light.example.com", [key]).verify, A3, 1444000000)
+    assert e.reason == reasons.BEARER_NOT_ALLOWED
+
+
+def test_rfc3610_packet_vector_1():
+    key = bytes(range(0xC0, 0xD0))
+    nonce = unhex("00000003020100a0a1a2a3a4a5")
+    aad = bytes(range(8))
+    ct = unhex("588c979a61c663d2f066d0c2c0f989806d5f6b61dac38417e8d12cfdf926e0")
+    assert ccm.decrypt(key, nonce, ct, aad, 8) == bytes(range(8, 0x1F))
+    bad = bytearray(ct)
+    bad[0] ^= 0x80
+    raises(ccm.CCMError, ccm.decrypt, key, nonce, bytes(bad), aad, 8)
+    raises(ccm.CCMError, ccm.decrypt, key, nonce, ct, b"x", 8)
+    raises(ccm.CCMError, ccm.decrypt, key, nonce, ct[:7], aad, 8)
+
+
+def test_ct_equal():
+    assert ccm.ct_equal(b"abc", b"abc")
+    assert not ccm.ct_equal(b"abc", b"abd")
+    assert not ccm.ct_equal(b"abc", b"ab")
+
+
+def _claims(**kw):
+    m = {1: "https://as", 3: "lock-1", 4: 2000, 9: "unlock status"}
+    for k, v in kw.items():
+        m[cwt.__dict__["C_" + k.upper()]] = v
+    return m
+
+
+def _check(m, now=1000, skew=60, device="lock-1"):
+    c = cwt.parse(cbor.encode(m))
+    cwt.check(c, "https://as", device, now, skew)
+    return c
+
+
+def _reason(m, **kw):
+    return raises(Refused, _check, m, **kw).reason
+
+
+def test_claims_accept_and_scope():
+    c = _check(_claims())
+    assert c.allows("unlock") and c.allows("status") and not c.allows("admin")
+    assert not c.allows("unloc")
+
+
+def test_claims_audience_exact_element_match():
+    assert _reason(_claims(aud="lock-10")) == reasons.AUD_MISMATCH
+    assert _reason(_claims(aud=["lock-10", "lock"])) == reasons.AUD_MISMATCH
+    assert _check(_claims(aud=["lock-10", "lock-1"])).aud == ("lock-10", "lock-1")
+    assert _reason(_claims(aud=[])) == reasons.CLAIMS_MALFORMED
+    assert _reason(_claims(aud=5)) == reasons.CLAIMS_MALFORMED
+
+
+def test_claims_time_with_skew():
+    assert _reason(_claims(exp=1000), skew=0) == reasons.EXPIRED
+    _check(_claims(exp=1001), skew=0)
+    _check(_claims(exp=950), skew=60)
+    assert _reason(_claims(exp=940), skew=60) == reasons.EXPIRED
+    assert _reason(_claims(nbf=1061), skew=60) == reasons.NOT_YET_VALID
+    _check(_claims(nbf=1060), skew=60)
+    assert _reason(_claims(exp="2000")) == reasons.CLAIMS_MALFORMED
+    assert _reason(_claims(exp=True)) == reasons.CLAIMS_MALFORMED
+
+
+def test_claims_need_exp_or_exi():
+    m = _claims()
+    del m[4]
+    assert _reason(m) == reasons.NO_EXPIRY
+    m[40] = 60
+    assert _reason(m) == reasons.NO_EXPIRY  # exi without cti
+    m[7] = b"c1"
+    _check(m)
+
+
+def test_claims_unsynced_clock():
+    m = _claims()
+    c = cwt.parse(cbor.encode(m))
+    e = raises(Refused, cwt.check, c, "https://as", "lock-1", None, 60)
+    assert e.reason == reasons.CLOCK_UNSYNCED
+    del m[4]
+    m[40] = 60
+    m[7] = b"c1"
+    cwt.check(cwt.parse(cbor.encode(m)), "https://as", "lock-1", None, 60)
+
+
+def test_claims_issuer_exact():
+    assert _reason(_claims(iss="https://as/")) == reasons.ISS_MISMATCH
+    m = _claims()
+    del m[1]
+    assert _reason(m) == reasons.ISS_MISMATCH
+
+
+def test_claims_malformed_payloads():
+    for raw in (b"\x80", b"\xa1\x01", b"\xa2\x01\x60\x01\x60", cbor.encode([1])):
+        e = raises(Refused, cwt.parse, raw)
+        assert e.reason == reasons.CLAIMS_MALFORMED
+
+
+def test_exi_table_within_boot_and_across_reboot():
+    t = cwt.ExiTable(2)
+    t.check(b"a", 60, 1, 100, None)       # first receipt
+    t.check(b"a", 60, 1, 159, None)       # 59 s later: fine
+    assert raises(Refused, t.check, b"a", 60, 1, 160, None).reason == reasons.EXI_EXPIRED
+    # After a reboot without a clock the age is unknown: refused.
+    assert raises(Refused, t.check, b"a", 60, 2, 5, None).reason == reasons.EXI_EXPIRED
+    t2 = cwt.ExiTable(2)
+    t2.check(b"b", 60, 1, 100, 5000)
+    t2.check(b"b", 60, 2, 1, 5030)        # rebooted, wall clock says 30 s
+    assert raises(Refused, t2.check, b"b", 60, 2, 2, 5061).reason == reasons.EXI_EXPIRED
+    t2.check(b"c", 60, 2, 3, 5062)
+    assert raises(Refused, t2.check, b"d", 60, 2, 4, 5063).reason == reasons.EXI_TABLE_FULL
+    t3 = cwt.ExiTable(2)
+    t3.load(t2.to_list())
+    assert raises(Refused, t3.check, b"b", 60, 2, 5, 5100).reason == reasons.EXI_EXPIRED
+
+
+def test_nonce_table_single_use_expiry_and_bound():
+    now = [0]
+    seq = [0]
+
+    def rand(n):
+        seq[0] += 1
+        return bytes([seq[0]]) * n
+
+    t = pop.NonceTable(lambda: now[0], capacity=3, rand=rand)
+    a = t.issue()
+    b = t.issue()
+    t.consume(a)
+    assert raises(Refused, t.consume, a).reason == reasons.NONCE_UNKNOWN
+    now[0] = 30001
+    assert raises(Refused, t.consume, b).reason == reasons.NONCE_EXPIRED
+    assert raises(Refused, t.consume, b).reason == reasons.NONCE_UNKNOWN
+    c1, c2, c3, c4 = t.issue(), t.issue(), t.issue(), t.issue()
+    assert len(t) == 3
+    assert raises(Refused, t.consume, c1).reason == reasons.NONCE_UNKNOWN
+    t.consume(c4)
+    assert raises(Refused, t.consume, b"short").reason == reasons.POP_MALFORMED
+
+
+def test_pop_challenge_bytes():
+    # Deterministic CBOR: array(5), "lock-pop-v1", "lock-1", h'00'*16, "unlock", h'11'*32
+    got = pop.challenge("lock-1", bytes(16), "unlock", b"\x11" * 32)
+    want = (unhex("85 6b") + b"lock-pop-v1" + unhex("66") + b"lock-1" + unhex("50") + bytes(16)
+            + unhex("66") + b"unlock" + unhex("5820") + b"\x11" * 32)
+    assert got == want
+
+
+def test_pop_proof_parsing():
+    for raw in (b"\x80", cbor.encode([bytes(16)]), cbor.encode([bytes(15), bytes(64)]),
+                cbor.encode([bytes(16), bytes(63)]), cbor.encode([bytes(16), "x" * 64]), b"\xff"):
+        assert raises(Refused, pop.parse_proof, raw).reason == reasons.POP_MALFORMED
+
+
+def test_every_reason_has_a_table_entry():
+    for code in range(0, 41):
+        assert code in reasons.TABLE, code
+        assert reasons.coap_code(code) in (0x44, 0x80, 0x81, 0x83, 0x9D, 0xA3)
+    assert reasons.error_value(reasons.SCOPE_INSUFFICIENT) == 2
+    assert reasons.error_value(reasons.POP_MALFORMED) == 0
+    assert reasons.error_value(reasons.EXPIRED) == 1
