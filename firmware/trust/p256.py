@@ -1,0 +1,261 @@
+"""ECDSA P-256 signature verification (trust core / crypto layer).
+
+Pure Python, runs unchanged on MicroPython and CPython. Public API:
+
+    verify(pubkey, digest, sig) -> bool
+    point_valid(pubkey) -> bool
+
+`pubkey` is a 65-byte SEC1 uncompressed point 04||X||Y, `digest` the 32-byte
+SHA-256 of the message, `sig` the 64-byte r||s (IEEE P1363). Anything
+malformed gives False; nothing raises.
+
+Method: R = u1*G + u2*Q in Jacobian coordinates (x = X/Z^2, y = Y/Z^3) with
+one shared chain of doublings (Shamir/Straus interleaving):
+  * u1*G uses a width-7 wNAF over a precomputed affine table of odd
+    multiples of G (p256_gtable, 32 points);
+  * u2*Q uses a width-5 wNAF over 8 odd multiples of Q computed per call with
+    co-Z additions and made affine with one field inversion;
+  * both table kinds are added with mixed Jacobian+affine additions;
+  * the result is compared with r in Jacobian form (no final inversion).
+Reductions `% p` are done only where a value is multiplied again.
+"""
+
+from micropython import const
+
+from trust import p256_gtable as _gt
+
+# Curve P-256 (FIPS 186-4 D.1.2.3 / SEC 2): y^2 = x^3 - 3x + b over GF(p).
+_P = const(0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF)
+_N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
+_B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
+
+_WQ = const(5)  # wNAF width for the per-call Q table (8 odd multiples)
+
+_GX = _gt.X
+_GY = _gt.Y
+_WG = _gt.W
+
+
+def _inv(a, m):
+    """a^-1 mod m (m prime, 0 < a < m), extended Euclid."""
+    b = m
+    x0 = 1
+    x1 = 0
+    while b:
+        q = a // b
+        a, b = b, a - q * b
+        x0, x1 = x1, x0 - q * x1
+    return x0 % m
+
+
+def _parse_point(pubkey):
+    """(x, y) for a valid SEC1 uncompressed P-256 point, else None."""
+    if not isinstance(pubkey, (bytes, bytearray)) or len(pubkey) != 65 or pubkey[0] != 4:
+        return None
+    p = _P
+    x = int.from_bytes(pubkey[1:33], "big")
+    y = int.from_bytes(pubkey[33:65], "big")
+    if x >= p or y >= p:
+        return None
+    # On the curve? (The point at infinity has no affine encoding; 04||0||0
+    # is rejected here since b != 0.)
+    if (y * y - (x * x - 3) * x - _B) % p:
+        return None
+    return x, y
+
+
+def point_valid(pubkey):
+    """True if pubkey is a valid uncompressed P-256 public key."""
+    try:
+        return _parse_point(pubkey) is not None
+    except Exception:
+        return False
+
+
+def _wnaf(k, w, out):
+    """Width-w NAF of k >= 0 into the bytearray out: out[i] = 0 for a zero
+    digit, else 4*j+1 for digit +(2j+1) and 4*j+3 for -(2j+1).
+    Returns the index of the highest non-zero digit (-1 if k == 0)."""
+    full = 1 << w
+    half = full >> 1
+    mask = full - 1
+    i = 0
+    top = -1
+    while k:
+        low = k & 0xFF
+        if not low:
+            k >>= 8
+            i += 8
+            continue
+        tz = 0
+        while not low & 1:
+            low >>= 1
+            tz += 1
+        i += tz
+        d = (k >> tz) & mask
+        if d >= half:
+            d -= full
+            out[i] = ((-d) >> 1 << 2) | 3
+        else:
+            out[i] = (d >> 1 << 2) | 1
+        k = ((k >> tz) - d) >> w
+        top = i
+        i += w
+    return top
+
+
+def _dbl(X, Y, Z):
+    """Jacobian doubling for a = -3 (dbl-2001-b, EFD), used off the hot path."""
+    p = _P
+    d = Z * Z % p
+    g = Y * Y % p
+    b = X * g % p
+    a = 3 * (X - d) * (X + d) % p
+    X3 = (a * a - (b << 3)) % p
+    return X3, (a * ((b << 2) - X3) - (g * g << 3)) % p, (Y * Z << 1) % p
+
+
+def _qtable(x, y):
+    """Affine odd multiples Q, 3Q, ..., 15Q as two lists (xs, ys)."""
+    p = _P
+    # 2Q and Q on the same Z (DBLU: Goundar, Joye, Miyaji, Rivain,
+    # Venelli, "Scalar multiplication on Weierstrass elliptic curves from
+    # Co-Z arithmetic", 2011), Z = 2y.
+    xx = x * x % p
+    yy = y * y % p
+    L = yy * yy % p
+    S = (x * yy << 2) % p          # x * Z^2
+    M = 3 * (xx - 1)               # 3x^2 + a
+    TX = (M * M - (S << 1)) % p
+    L8 = (L << 3) % p              # y * Z^3
+    TY = (M * (S - TX) - L8) % p
+    z0 = (y << 1) % p
+    # Odd multiples with ZADDU (Meloni 2007): (P, T) -> (P + T, T'),
+    # all sharing Z_k = Z_(k-1) * h_k.
+    PX = S
+    PY = L8
+    n = 1 << (_WQ - 2)
+    jx = [0] * n
+    jy = [0] * n
+    hs = [0] * n
+    for k in range(1, n):
+        h = TX - PX
+        C = h * h % p
+        W1 = TX * C % p
+        W2 = PX * C % p
+        dy = TY - PY
+        A1 = TY * (W1 - W2) % p
+        PX = (dy * dy - W1 - W2) % p
+        PY = (dy * (W1 - PX) - A1) % p
+        TX = W1
+        TY = A1
+        jx[k] = PX
+        jy[k] = PY
+        hs[k] = h
+    # One inversion of Z_(n-1), then walk the Z chain back down.
+    z = z0
+    for k in range(1, n):
+        z = z * hs[k] % p
+    zi = _inv(z, p)
+    xs = [0] * n
+    ys = [0] * n
+    xs[0] = x
+    ys[0] = y
+    for k in range(n - 1, 0, -1):
+        zi2 = zi * zi % p
+        xs[k] = jx[k] * zi2 % p
+        ys[k] = jy[k] * (zi2 * zi % p) % p
+        zi = zi * hs[k] % p
+    return xs, ys
+
+
+def _check_r(X, Z, r):
+    """x(R) mod n == r for R = (X:Y:Z) in Jacobian coordinates."""
+    if not Z:
+        return False
+    p = _P
+    zz = Z * Z % p
+    if (r * zz - X) % p == 0:
+        return True
+    r += _N
+    return r < p and (r * zz - X) % p == 0
+
+
+def verify(pubkey, digest, sig):
+    """ECDSA P-256 verification of a SHA-256 digest; True only if valid."""
+    try:
+        return _verify(pubkey, digest, sig)
+    except Exception:
+        return False
+
+
+def _verify(pubkey, digest, sig):
+    if not isinstance(digest, (bytes, bytearray)) or len(digest) != 32:
+        return False
+    if not isinstance(sig, (bytes, bytearray)) or len(sig) != 64:
+        return False
+    q = _parse_point(pubkey)
+    if q is None:
+        return False
+    n = _N
+    r = int.from_bytes(sig[:32], "big")
+    s = int.from_bytes(sig[32:], "big")
+    if not 0 < r < n or not 0 < s < n:
+        return False
+    e = int.from_bytes(digest, "big")
+    w = _inv(s, n)
+    u1 = e * w % n
+    u2 = r * w % n
+
+    dg = bytearray(264)
+    dq = bytearray(264)
+    top = max(_wnaf(u1, _WG, dg), _wnaf(u2, _WQ, dq))
+    if top < 0:
+        return False
+    qx, qy = _qtable(q[0], q[1])
+    gx = _GX
+    gy = _GY
+    p = _P
+    X = Y = 1
+    Z = 0
+    for i in range(top, -1, -1):
+        if Z:
+            # Doubling, a = -3 (dbl-2001-b, EFD).
+            d = Z * Z % p
+            g = Y * Y % p
+            b = X * g % p
+            a = 3 * (X - d) * (X + d) % p
+            X3 = (a * a - (b << 3)) % p
+            Z = (Y * Z << 1) % p
+            Y = (a * ((b << 2) - X3) - (g * g << 3)) % p
+            X = X3
+        for tx, ty, c in ((gx, gy, dg[i]), (qx, qy, dq[i])):
+            if not c:
+                continue
+            x2 = tx[c >> 2]
+            y2 = ty[c >> 2]
+            if c & 2:
+                y2 = p - y2
+            if not Z:
+                X = x2
+                Y = y2
+                Z = 1
+                continue
+            # Mixed addition (madd-2004-hmv style, EFD).
+            zz = Z * Z % p
+            H = x2 * zz % p - X
+            R = y2 * (Z * zz % p) % p - Y
+            if not H:
+                if R:
+                    Z = 0
+                else:
+                    X, Y, Z = _dbl(X, Y, Z)
+                continue
+            HH = H * H % p
+            HHH = H * HH % p
+            V = X * HH % p
+            X3 = (R * R - HHH - (V << 1)) % p
+            Y = (R * (V - X3) - Y * HHH) % p
+            X = X3
+            Z = Z * H % p
+    return _check_r(X, Z, r)
