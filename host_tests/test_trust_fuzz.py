@@ -38,7 +38,7 @@ def test_mutations_cpython():
 
 @pytest.mark.slow
 def test_mutations_micropython():
-    n = 4000
+    n = 10000
     r = run_mp([os.path.join(DUAL, "fuzzdriver.py")], stdin=json.dumps(dict(SPEC, n=n)), timeout=1200)
     assert "END" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     crashes = [l[6:] for l in r.stdout.splitlines() if l.startswith("CRASH ")]

@@ -132,7 +132,7 @@ class Refused(Exception):
     """A token, proof or request is refused for `reason` (a code above)."""
 
     def __init__(self, reason, detail=""):
-        Exception.__init__(self, reason, detail)
+        super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
 

@@ -40,10 +40,10 @@ def mutate(rng, tok):
             b[rng.below(n)] = rng.below(256)
         elif op == 2:                          # insert a byte
             i = rng.below(n + 1)
-            b[i:i] = bytes([rng.below(256)])
+            b = b[:i] + bytearray([rng.below(256)]) + b[i:]
         elif op == 3 and n:                    # delete a run
             i = rng.below(n)
-            del b[i:i + 1 + rng.below(8)]
+            b = b[:i] + b[i + 1 + rng.below(8):]
         elif op == 4 and n:                    # truncate
             b = b[:rng.below(n)]
         elif op == 5 and n:                    # interesting CBOR heads
@@ -51,7 +51,7 @@ def mutate(rng, tok):
         elif op == 6 and n > 2:                # duplicate a slice
             i = rng.below(n)
             j = min(n, i + 1 + rng.below(16))
-            b[i:i] = b[i:j]
+            b = b[:i] + b[i:j] + b[i:]
         elif op == 7 and n:                    # length/count off by one
             i = rng.below(n)
             b[i] = (b[i] + (1 if rng.below(2) else 255)) & 0xFF

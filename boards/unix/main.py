@@ -1,0 +1,81 @@
+"""The simulator: the lock on the MicroPython unix port.
+
+usage: micropython boards/unix/main.py --bundle DIR [--flash IMAGE] [--port N]
+
+Files live where the board keeps them: in littlefs (VfsLfs2) on a
+file-backed block device mounted at /flash. The actuator is simulated and
+prints every move ("EVENT ..."), so a person or a test can watch the door.
+"""
+import asyncio
+import socket
+import sys
+import time
+
+import blockdev
+from lock import config
+from lock.actuator import SimActuator
+from lock.app import LockApp
+from lock.clock import Clock
+
+
+def _args(argv):
+    a = {"bundle": None, "flash": None, "port": None, "heap": False}
+    i = 1
+    while i < len(argv):
+        k = argv[i]
+        if k in ("--bundle", "--flash", "--port") and i + 1 < len(argv):
+            a[k[2:]] = argv[i + 1]
+            i += 2
+        elif k == "--heap":
+            a["heap"] = True
+            i += 1
+        else:
+            print("usage: main.py --bundle DIR [--flash IMAGE] [--port N]")
+            sys.exit(2)
+    if not a["bundle"]:
+        print("main.py: --bundle DIR is required")
+        sys.exit(2)
+    return a
+
+
+def say(*args):
+    print(*args)
+
+
+def main():
+    a = _args(sys.argv)
+    try:
+        cfg = config.load(a["bundle"] + "/lock.json")
+    except config.ConfigError as e:
+        print("FATAL configuration: %s" % e)
+        sys.exit(3)
+    flash = a["flash"] or a["bundle"] + "/flash.img"
+    blockdev.mount(flash, "/flash")
+    clock = Clock()
+    if cfg.clock == "system":
+        clock.set_wall(int(time.time()))
+    act = SimActuator(clock.uptime_ms, cfg.relock_ms,
+                      lambda what, why: say("EVENT %s %s" % (what, why)))
+    app = LockApp(cfg, "/flash/lock", act, clock, say)
+    endpoints = []
+    if cfg.coap_enabled:
+        port = int(a["port"]) if a["port"] else cfg.coap_port
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(socket.getaddrinfo(cfg.bind, port)[0][-1])
+        s.setblocking(False)
+        endpoints.append((s, "coap"))
+        say("WARNING: plain CoAP (no DTLS) is enabled on %s:%d - development only" % (cfg.bind, port))
+    if cfg.coaps_enabled:
+        say("NOTE: CoAPS (DTLS) is not implemented yet; port %d stays closed" % cfg.coaps_port)
+    if not endpoints:
+        print("FATAL: no transport enabled")
+        sys.exit(3)
+    say("lock %s: boot %d, next seq %d, clock %s, door %s" % (
+        cfg.device_id, app.log.boot, app.log.next_seq,
+        "synced" if clock.synced() else "unsynced", act.state()))
+    say("READY")
+    asyncio.run(app.run(endpoints))
+
+
+main()

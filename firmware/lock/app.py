@@ -1,0 +1,85 @@
+"""Application layer: wires configuration, trust core, authorization, log,
+actuator and the transports handed in by the board.
+
+The board creates sockets (and later the BLE radio) and passes them to
+`LockApp.run`; nothing here opens a socket or touches a pin.
+"""
+import asyncio
+import os
+
+from coap import message as m
+from coap.server import CoapServer, Site
+from lock import resources, state
+from lock.authz import Authorizer
+from lock.declog import DecisionLog
+from lock.lockout import Lockout
+from lock.tokens import TokenStore
+from trust import pop
+from trust.reasons import Refused
+from trust.verifier import Verifier
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass
+
+
+class LockApp:
+    def __init__(self, cfg, root, actuator, clock, say=print):
+        self.cfg = cfg
+        self.clock = clock
+        self.actuator = actuator
+        self.say = say
+        _mkdir(root)
+        _mkdir(root + "/log")
+        self.log = DecisionLog(root + "/log", cfg.log_capacity, cfg.log_segment)
+        self.verifier = Verifier(cfg.device_id, cfg.as_keys, cfg.as_lock_key, cfg.skew_s,
+                                 cfg.allow_bearer, cfg.exi_table)
+        self.store = TokenStore(cfg.token_store)
+        self.nonces = pop.NonceTable(clock.uptime_ms, cfg.nonce_table)
+        self.statefile = state.StateFile(root + "/state.cbor")
+        self.authz = Authorizer(cfg.device_id, self.verifier, self.store, self.nonces, clock,
+                                self.log, Lockout(*cfg.lockout), self.log.boot, self.persist)
+        self._restore()
+        b = resources.Binding(self.authz, actuator, self.log, cfg.as_uri, cfg.device_id)
+        self.site = Site()
+        self.site.add(("authz-info",), resources.AuthzInfo(b))
+        for r in cfg.resources:
+            self.site.add(tuple(r.path.split("/")), resources.Protected(b, r))
+        self.server = CoapServer(self.site, known_options=(m.BEARER, m.POP), now_ms=clock.uptime_ms)
+
+    def _restore(self):
+        raws = state.restore(self.statefile.load(), self.verifier)
+        kept = 0
+        for raw in raws:
+            try:
+                tok = self.verifier.verify(raw, self.clock.wall(), self.log.boot,
+                                           self.clock.uptime_s(), check_exi=False)
+                self.store.add(tok, lambda t: False)
+                kept += 1
+            except Refused:
+                pass  # expired, revoked or from a key no longer trusted
+        self.say("state: %d stored token(s) restored, %d dropped, %d revoked hash(es), %d exi entr(ies)" % (
+            kept, len(raws) - kept, len(self.verifier.revoked_hashes), len(self.verifier.exi.entries)))
+
+    def persist(self):
+        try:
+            self.statefile.save(state.snapshot(self.verifier, self.store))
+            self.verifier.exi.dirty = False
+        except OSError as e:
+            self.say("state: cannot save: %s" % e)
+
+    async def _relock(self, period_ms=100):
+        while True:
+            self.actuator.poll()
+            await asyncio.sleep_ms(period_ms)
+
+    async def run(self, endpoints):
+        """endpoints: list of (socket, transport name) the board opened."""
+        from coap import udp
+        tasks = [asyncio.create_task(self._relock())]
+        for sock, transport in endpoints:
+            tasks.append(asyncio.create_task(udp.serve(sock, self.server, transport)))
+        await asyncio.gather(*tasks)

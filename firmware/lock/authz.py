@@ -1,0 +1,195 @@
+"""Authorization layer: decides every request, whatever the transport.
+
+Transports (CoAP, CoAPS, BLE) hand in what they received (a token or its
+hash, a PoP proof, the DTLS session identity) and get a Decision back; the
+decision is appended to the durable log before the caller moves the door
+(PROFILE.md sec. 6). Nothing here imports a socket, radio or pin.
+"""
+from trust import cwt, pop, reasons
+from trust.reasons import Refused
+
+_HASH_LEN = 32
+
+
+class Decision:
+    __slots__ = ("granted", "reason", "token", "permission", "detail", "seq", "retry_s")
+
+    def __init__(self, granted, reason, token, permission, detail="", retry_s=0):
+        self.granted = granted
+        self.reason = reason
+        self.token = token
+        self.permission = permission
+        self.detail = detail
+        self.seq = None
+        self.retry_s = retry_s
+
+
+class Authorizer:
+    def __init__(self, device_id, verifier, store, nonces, clock, log, lockout,
+                 boot=0, on_change=None):
+        self.device_id = device_id
+        self.verifier = verifier
+        self.store = store
+        self.nonces = nonces
+        self.clock = clock
+        self.log = log
+        self.lockout = lockout
+        self.boot = boot
+        self.on_change = on_change  # persist state after a change
+
+    def _changed(self):
+        if self.on_change:
+            self.on_change()
+
+    # Token upload (RFC 9200 5.10.1) -----------------------------------
+    def upload(self, raw, transport):
+        """Verify and store a token posted to /authz-info. Returns the token."""
+        tok = self._verify(raw, transport)
+        self.store.add(tok, self._expired)
+        self._changed()
+        return tok
+
+    def _verify(self, raw, transport):
+        tok = self.verifier.verify(raw, self.clock.wall(), self.boot, self.clock.uptime_s())
+        # PROFILE sec. 3: bearer tokens only when allowed, and only over DTLS.
+        if tok.is_bearer and transport == "coap":
+            raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
+        return tok
+
+    def _revalidate(self, tok):
+        """A stored token is checked again at each use: revocation, time, exi."""
+        v = self.verifier
+        c = tok.claims
+        if tok.hash in v.revoked_hashes or (c.cti is not None and c.cti in v.revoked_ctis):
+            raise Refused(reasons.REVOKED)
+        if not any(k.issuer == tok.issuer for k in v.keys):
+            raise Refused(reasons.UNKNOWN_KEY, "issuer no longer trusted")
+        cwt.check(c, tok.issuer, self.device_id, self.clock.wall(), v.skew_s)
+        if c.exi is not None:
+            v.exi.check(c.cti, c.exi, self.boot, self.clock.uptime_s(), self.clock.wall())
+
+    def _expired(self, tok):
+        try:
+            self._revalidate(tok)
+            return False
+        except Refused:
+            return True
+
+    # Requests -----------------------------------------------------------
+    def authorize(self, permission, transport, bearer=None, proof=None, session=None):
+        """Returns the Token that authorizes `permission`, or raises Refused.
+        bearer: the Bearer option (a token, or a 32-byte hash of a stored
+        one); proof: the PoP option; session: the DTLS PSK identity."""
+        tok = None
+        if bearer is not None and len(bearer) > 0:
+            if len(bearer) == _HASH_LEN:
+                tok = self.store.get(bytes(bearer))
+                if tok is None:
+                    raise Refused(reasons.TOKEN_UNKNOWN)
+            else:
+                tok = self.store.get(self.verifier_hash(bearer))
+                if tok is None:
+                    tok = self._verify(bearer, transport)
+        elif session is not None:
+            tok = self.store.by_psk_kid(session)
+            if tok is None:
+                raise Refused(reasons.TOKEN_UNKNOWN, "no token bound to this session")
+        elif proof is not None:
+            return self._by_proof(permission, proof)
+        else:
+            raise Refused(reasons.TOKEN_MISSING)
+        self._revalidate(tok)
+        if not tok.allows(permission):
+            raise Refused(reasons.SCOPE_INSUFFICIENT, permission)
+        c = tok.claims
+        if c.cnf_kind == "ec2":
+            if proof is None:
+                raise Refused(reasons.POP_MISSING)
+            pop.check_proof(proof, c.pop_key, self.device_id, permission, tok.hash, self.nonces)
+        elif c.cnf_kind == "psk":
+            # RFC 9202 3.3: the DTLS session must be the one keyed by this token.
+            if session is None or session != c.psk_kid:
+                raise Refused(reasons.WRONG_SESSION)
+        elif transport == "coap":
+            raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
+        return tok
+
+    @staticmethod
+    def verifier_hash(raw):
+        from trust.verifier import token_hash
+        return token_hash(bytes(raw))
+
+    def _by_proof(self, permission, proof):
+        # PROFILE sec. 4: a stored token named by its PoP proof. The nonce is
+        # spent once; the signature is then tried with each candidate key.
+        nonce, sig = pop.parse_proof(proof)
+        self.nonces.consume(nonce)
+        cands = self.store.candidates(permission)
+        if not cands:
+            raise Refused(reasons.TOKEN_UNKNOWN if not len(self.store) else reasons.SCOPE_INSUFFICIENT)
+        from trust import cose
+        last = None
+        for tok in cands:
+            try:
+                self._revalidate(tok)
+                msg = pop.challenge(self.device_id, nonce, permission, tok.hash)
+                cose.es256_verify(tok.claims.pop_key, msg, sig, reasons.POP_SIG_INVALID)
+                return tok
+            except Refused as e:
+                last = e
+        raise last
+
+    def decide(self, permission, transport, peer, bearer=None, proof=None, session=None, ready=None):
+        """The whole decision, logged before it is returned. `ready()` gives
+        None when the actuator can move, else why not."""
+        now_ms = self.clock.uptime_ms()
+        tok = None
+        left = self.lockout.remaining_s(peer, now_ms) if peer is not None else 0
+        if left:
+            d = Decision(False, reasons.LOCKED_OUT, None, permission, retry_s=left)
+        else:
+            try:
+                tok = self.authorize(permission, transport, bearer, proof, session)
+                why = ready() if ready else None
+                if why:
+                    raise Refused(reasons.ACTUATOR_FAULT, why)
+                d = Decision(True, reasons.OK, tok, permission)
+            except Refused as e:
+                d = Decision(False, e.reason, tok, permission, e.detail)
+            if peer is not None:
+                if d.granted:
+                    self.lockout.success(peer)
+                elif d.reason not in (reasons.TOKEN_MISSING, reasons.POP_MISSING):
+                    self.lockout.failure(peer, now_ms)
+        if self.verifier.exi.dirty:
+            self._changed()
+        self.record(d, transport)
+        return d
+
+    def record(self, d, transport):
+        """Append the decision; a decision that cannot be logged is a deny."""
+        t = d.token
+        sub = t.claims.sub if t is not None else None
+        th = t.hash if t is not None else None
+        try:
+            d.seq = self.log.append(self.clock.wall(), self.clock.uptime_ms(), transport,
+                                    d.permission, sub, th, d.granted, d.reason)
+        except OSError as e:
+            d.granted = False
+            d.reason = reasons.LOG_FAILURE
+            d.detail = str(e)
+        return d
+
+    def nonce(self):
+        return self.nonces.issue()
+
+    # Administration -----------------------------------------------------
+    def revoke(self, hashes=(), ctis=()):
+        v = self.verifier
+        for h in hashes:
+            v.revoked_hashes.add(bytes(h))
+        for c in ctis:
+            v.revoked_ctis.add(bytes(c))
+        self.store.remove_if(lambda t: t.hash in v.revoked_hashes or
+                             (t.claims.cti is not None and t.claims.cti in v.revoked_ctis))
+        self._changed()

@@ -1,0 +1,124 @@
+"""The lock's configuration, from the provisioning bundle (PROFILE.md sec. 1).
+
+`lock.json` holds the device id, the trusted AS keys, the AS-to-lock key,
+clock policy, transports and resources. Loading validates everything and
+fails closed: a lock with a bad configuration does not start.
+"""
+import binascii
+import json
+
+from trust import p256
+from trust.verifier import TrustedKey
+
+# path -> (method, permission, action): PROFILE sec. 2 and 4 defaults.
+DEFAULT_RESOURCES = (
+    ("lock", "GET", "status", "status"),
+    ("lock/unlock", "POST", "unlock", "unlock"),
+    ("lock/lock", "POST", "lock", "lock"),
+    ("log", "GET", "admin", "log"),
+    ("revoke", "POST", "admin", "revoke"),
+)
+_ACTIONS = ("status", "unlock", "lock", "log", "revoke", "pulse")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _hex(v, n, what):
+    try:
+        b = binascii.unhexlify(v)
+    except Exception:
+        raise ConfigError("%s: not hex" % what)
+    if n and len(b) != n:
+        raise ConfigError("%s: must be %d bytes" % (what, n))
+    return b
+
+
+class Resource:
+    __slots__ = ("path", "method", "permission", "action", "channel")
+
+    def __init__(self, path, method, permission, action, channel=None):
+        self.path = path
+        self.method = method
+        self.permission = permission
+        self.action = action
+        self.channel = channel
+
+
+class Config:
+    def __init__(self, d):
+        if not isinstance(d, dict):
+            raise ConfigError("configuration must be a JSON object")
+        self.device_id = d.get("device_id")
+        if not isinstance(self.device_id, str) or not self.device_id:
+            raise ConfigError("device_id missing")
+        self.as_uri = d.get("as_uri", "")
+        keys = d.get("as_keys")
+        if not isinstance(keys, list) or not keys:
+            raise ConfigError("as_keys: at least one trusted AS key")
+        self.as_keys = []
+        for k in keys:
+            pub = _hex(k.get("pub", ""), 65, "as_keys.pub")
+            if not p256.point_valid(pub):
+                raise ConfigError("as_keys.pub: not a valid P-256 point")
+            kid = _hex(k["kid"], 0, "as_keys.kid") if k.get("kid") else None
+            iss = k.get("issuer")
+            if not isinstance(iss, str) or not iss:
+                raise ConfigError("as_keys.issuer missing")
+            self.as_keys.append(TrustedKey(iss, kid, pub))
+        self.as_lock_key = _hex(d["as_lock_key"], 16, "as_lock_key") if d.get("as_lock_key") else None
+        self.lock_key = d.get("lock_key")
+        self.lock_cert = d.get("lock_cert")
+        self.skew_s = int(d.get("clock_skew_s", 60))
+        self.allow_bearer = bool(d.get("allow_bearer", False))
+        self.bind = d.get("bind", "0.0.0.0")
+        coap = d.get("coap", {})
+        self.coap_enabled = bool(coap.get("enabled", False))
+        self.coap_port = int(coap.get("port", 5683))
+        coaps = d.get("coaps", {})
+        self.coaps_enabled = bool(coaps.get("enabled", True))
+        self.coaps_port = int(coaps.get("port", 5684))
+        self.ble_enabled = bool(d.get("ble", {}).get("enabled", False))
+        self.uplink = d.get("uplink", {})
+        self.relock_ms = int(d.get("relock_ms", 5000))
+        lo = d.get("lockout", {})
+        self.lockout = (int(lo.get("max_failures", 5)), int(lo.get("window_s", 60)), int(lo.get("penalty_s", 30)))
+        self.token_store = int(d.get("token_store", 8))
+        self.nonce_table = int(d.get("nonce_table", 16))
+        self.exi_table = int(d.get("exi_table", 32))
+        lg = d.get("log", {})
+        self.log_capacity = int(lg.get("capacity_bytes", 65536))
+        self.log_segment = int(lg.get("segment_bytes", 8192))
+        self.clock = d.get("clock", "unsynced")
+        self.resources = [Resource(p, m, perm, a) for p, m, perm, a in DEFAULT_RESOURCES]
+        for r in d.get("resources", ()):
+            path = r.get("path", "").strip("/")
+            action = r.get("action", "pulse")
+            if not path or action not in _ACTIONS or not r.get("permission"):
+                raise ConfigError("resource %r: path, permission and a known action needed" % (r,))
+            self.resources = [x for x in self.resources if x.path != path]
+            self.resources.append(Resource(path, r.get("method", "POST").upper(), r["permission"],
+                                           action, r.get("channel", path)))
+        if self.skew_s < 0 or self.relock_ms <= 0:
+            raise ConfigError("clock_skew_s and relock_ms must be positive")
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except OSError as e:
+        raise ConfigError("cannot read %s: %s" % (path, e))
+    except ValueError as e:
+        raise ConfigError("%s: invalid JSON: %s" % (path, e))
+    return Config(d)
+
+
+def from_json(text):
+    try:
+        return Config(json.loads(text))
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError("invalid JSON: %s" % e)

@@ -1,0 +1,48 @@
+"""Authorization layer: per-peer lockout after repeated failures.
+
+A peer that collects `max_failures` refusals within `window_s` is refused
+(CoAP 4.29 with Max-Age) for `penalty_s`. The table is bounded; when full,
+the entry idle the longest is forgotten.
+"""
+
+
+class Lockout:
+    def __init__(self, max_failures=5, window_s=60, penalty_s=30, capacity=32):
+        self.max_failures = max_failures
+        self.window_ms = window_s * 1000
+        self.penalty_ms = penalty_s * 1000
+        self.capacity = capacity
+        self.peers = {}  # peer -> [failures, first_ms, locked_until_ms, last_ms]
+
+    def remaining_s(self, peer, now_ms):
+        """Seconds the peer stays locked out, 0 if it may proceed."""
+        e = self.peers.get(peer)
+        if e is None or e[2] == 0:
+            return 0
+        left = e[2] - now_ms
+        if left <= 0:
+            del self.peers[peer]
+            return 0
+        return (left + 999) // 1000
+
+    def failure(self, peer, now_ms):
+        e = self.peers.get(peer)
+        if e is None or now_ms - e[1] > self.window_ms:
+            if e is None and len(self.peers) >= self.capacity:
+                oldest = None
+                for p, v in self.peers.items():
+                    if v[2] == 0 and (oldest is None or v[3] < self.peers[oldest][3]):
+                        oldest = p
+                if oldest is None:
+                    return  # everyone in the table is locked out; keep them
+                del self.peers[oldest]
+            e = [0, now_ms, 0, now_ms]
+            self.peers[peer] = e
+        e[0] += 1
+        e[3] = now_ms
+        if e[0] >= self.max_failures:
+            e[2] = now_ms + self.penalty_ms
+
+    def success(self, peer):
+        if peer in self.peers and self.peers[peer][2] == 0:
+            del self.peers[peer]

@@ -1,0 +1,163 @@
+"""CoAP binding of the lock (PROFILE.md sec. 4; RFC 9200; seed
+draft-tschofenig-ace-oauth-bt-00): /authz-info and the protected resources.
+
+Resources only translate: CoAP options in, a Decision from the authorizer,
+CoAP codes, the Error option and AS Request Creation Hints out.
+"""
+from micropython import const
+
+from coap import message as m
+from coap.server import Response
+from trust import cbor, reasons
+
+CF_ACE_CBOR = const(19)   # application/ace+cbor (RFC 9200 8.16)
+CF_CBOR = const(60)
+CF_CWT = const(61)
+_LOG_PAGE = const(6)      # records per GET /log reply: fits one datagram
+_HINT_AS = const(1)
+_HINT_AUDIENCE = const(5)
+_HINT_CNONCE = const(39)
+
+
+def _peer_id(ex):
+    p = ex.peer
+    return p[0] if isinstance(p, tuple) else p
+
+
+def _check_format(req, allowed):
+    cf = req.get(m.CONTENT_FORMAT)
+    if cf is not None and m.decode_uint(cf) not in allowed:
+        return Response(m.UNSUPPORTED_CONTENT_FORMAT)
+    return None
+
+
+class Binding:
+    """Shared by the resources of one lock: the authorizer and its hints."""
+
+    def __init__(self, authz, actuator, log, as_uri, device_id):
+        self.authz = authz
+        self.actuator = actuator
+        self.log = log
+        self.as_uri = as_uri
+        self.device_id = device_id
+
+    def hints(self):
+        # RFC 9200 5.3: AS Request Creation Hints; the cnonce is the PoP
+        # nonce for the retry (PROFILE sec. 4).
+        return cbor.encode({_HINT_AS: self.as_uri, _HINT_AUDIENCE: self.device_id,
+                            _HINT_CNONCE: self.authz.nonce()})
+
+    def refusal(self, reason, retry_s=0, detail=""):
+        code = reasons.coap_code(reason)
+        opts = []
+        err = reasons.error_value(reason)
+        if err is not None:
+            opts.append((m.ERROR, m.encode_uint(err)))
+        if reason == reasons.LOCKED_OUT:
+            opts.append((m.MAX_AGE, m.encode_uint(retry_s)))
+            return Response(code, b"", opts)
+        if code >> 5 == 4:
+            return Response(code, self.hints(), opts, CF_ACE_CBOR)
+        return Response(code, b"", opts)
+
+
+class AuthzInfo:
+    """POST /authz-info (RFC 9200 5.10.1): token upload, 2.01 with a cnonce."""
+    attrs = {"rt": "ace.ai", "ct": "61"}
+
+    def __init__(self, b):
+        self.b = b
+
+    def post(self, req, ex):
+        bad = _check_format(req, (CF_CWT, CF_CBOR))
+        if bad:
+            return bad
+        b = self.b
+        tok = None
+        try:
+            if not req.payload:
+                raise reasons.Refused(reasons.TOKEN_MISSING)
+            tok = b.authz.upload(bytes(req.payload), ex.transport)
+            reason = reasons.OK
+        except reasons.Refused as e:
+            reason = e.reason
+        from lock.authz import Decision
+        d = Decision(reason == reasons.OK, reason, tok, "authz-info")
+        b.authz.record(d, ex.transport)
+        if not d.granted:
+            return b.refusal(d.reason)
+        return Response(m.CREATED, cbor.encode({_HINT_CNONCE: b.authz.nonce()}), (), CF_ACE_CBOR)
+
+
+class Protected:
+    """A resource that needs one permission; `action` says what it does."""
+
+    def __init__(self, b, res):
+        self.b = b
+        self.res = res
+        self.attrs = {"rt": "lock." + res.action}
+        if res.method == "GET":
+            self.get = self._handle
+        elif res.method == "POST":
+            self.post = self._handle
+        elif res.method == "PUT":
+            self.put = self._handle
+
+    def _handle(self, req, ex):
+        b = self.b
+        action = self.res.action
+        moves = action in ("unlock", "lock", "pulse")
+        ready = b.actuator.ready if action in ("unlock", "pulse") else None
+        d = b.authz.decide(self.res.permission, ex.transport, _peer_id(ex),
+                           req.get(m.BEARER), req.get(m.POP), ex.session, ready)
+        if not d.granted:
+            return b.refusal(d.reason, d.retry_s, d.detail)
+        if moves:
+            try:
+                if action == "unlock":
+                    b.actuator.unlock()
+                elif action == "lock":
+                    b.actuator.lock()
+                else:
+                    b.actuator.pulse(self.res.channel)
+            except Exception as e:  # the door did not move: say so, fail secure
+                b.actuator.set_fault(str(e))
+                b.actuator.lock("fault")
+                return b.refusal(reasons.ACTUATOR_FAULT)
+            return Response(m.CHANGED)
+        if action == "status":
+            return Response(m.CONTENT, cbor.encode({"state": b.actuator.state(),
+                                                    "fault": b.actuator.fault}), (), CF_CBOR)
+        if action == "log":
+            return self._log(req)
+        if action == "revoke":
+            return self._revoke(req)
+        return Response(m.NOT_IMPLEMENTED)
+
+    def _log(self, req):
+        after = 0
+        for q in req.get_all(m.URI_QUERY):
+            q = m.decode_text(q)
+            if q.startswith("after="):
+                try:
+                    after = int(q[6:])
+                except ValueError:
+                    return Response(m.BAD_REQUEST)
+        log = self.b.log
+        recs = log.records(after, _LOG_PAGE)
+        body = {"boot": log.boot, "next_seq": log.next_seq, "dropped": log.dropped,
+                "acked": log.acked_seq, "records": recs}
+        return Response(m.CONTENT, cbor.encode(body), (), CF_CBOR)
+
+    def _revoke(self, req):
+        try:
+            body = cbor.decode(req.payload, 3, 1024)
+            hashes = body.get("hashes", [])
+            ctis = body.get("ctis", [])
+            for x in hashes + ctis:
+                if not isinstance(x, bytes):
+                    raise ValueError
+        except (ValueError, AttributeError, TypeError):
+            return Response(m.BAD_REQUEST)
+        self.b.authz.revoke(hashes, ctis)
+        return Response(m.CHANGED)

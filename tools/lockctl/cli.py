@@ -1,0 +1,226 @@
+"""lockctl: provision locks, mint tokens (the AS), act as the phone, run
+the simulator. `lockctl COMMAND --help` for each command."""
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from . import __version__
+from . import cose_host as ch
+from .provision import ProvisionError, load_bundle, provision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_BUNDLE = os.path.join(ROOT, "boards", "unix", "default_bundle")
+
+
+def _die(msg):
+    print("lockctl: error: %s" % msg, file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_provision(a):
+    try:
+        provision(a.out, a.device_id, issuer=a.issuer, kid=a.kid, coap_port=a.coap_port,
+                  coaps_port=a.coaps_port, plain_coap=a.plain_coap, allow_bearer=a.allow_bearer,
+                  as_uri=a.as_uri, bind=a.bind, clock=a.clock, relock_ms=a.relock_ms, force=a.force)
+    except ProvisionError as e:
+        _die(str(e))
+    print("bundle ready in %s (keep as-key.pem secret: it mints tokens for this lock)" % a.out)
+
+
+def _load_key(path, create):
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return ch.key_from_pem(f.read())
+    if not create:
+        _die("no key at %s" % path)
+    k = ch.gen_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(ch.key_to_pem(k))
+    print("created client key %s" % path, file=sys.stderr)
+    return k
+
+
+def cmd_token(a):
+    try:
+        cfg, as_key = load_bundle(a.bundle)
+    except ProvisionError as e:
+        _die(str(e))
+    if as_key is None:
+        _die("bundle %s has no as-key.pem" % a.bundle)
+    ask = cfg["as_keys"][0]
+    now = int(time.time())
+    claims = {1: a.iss or ask["issuer"], 3: a.aud or cfg["device_id"], 6: now, 9: a.scope}
+    if a.sub:
+        claims[2] = a.sub
+    if not a.no_exp:
+        claims[4] = now + a.exp_in
+    if a.nbf_in is not None:
+        claims[5] = now + a.nbf_in
+    if a.exi is not None:
+        claims[40] = a.exi
+    claims[7] = bytes.fromhex(a.cti) if a.cti else os.urandom(8)
+    if a.bearer:
+        pass
+    elif a.psk:
+        secret = os.urandom(16)
+        psk_id = os.urandom(8)
+        claims[8] = {2: ch.encrypt0_key(bytes.fromhex(cfg["as_lock_key"]), psk_id, secret)}
+        print("psk identity %s key %s" % (psk_id.hex(), secret.hex()), file=sys.stderr)
+    else:
+        client = _load_key(a.key, True)
+        claims[8] = {1: ch.cose_key_ec2(client)}
+    tok = ch.make_sign1(claims, as_key, kid=bytes.fromhex(ask["kid"]) if ask.get("kid") else None,
+                        tag=61 if a.cwt_tag else 18)
+    with open(a.out, "wb") as f:
+        f.write(tok)
+    print("token %s: %d bytes, hash %s, scope %r, %s" % (
+        a.out, len(tok), ch.token_hash(tok).hex(), a.scope,
+        "bearer" if a.bearer else ("psk" if a.psk else "pop key " + a.key)))
+
+
+def cmd_coap(a):
+    from .client import ACTIONS, Phone
+    token = key = None
+    if a.token:
+        with open(a.token, "rb") as f:
+            token = f.read()
+    if a.key and os.path.exists(a.key):
+        key = _load_key(a.key, False)
+    device_id = a.device_id
+    if device_id is None and a.bundle:
+        device_id = load_bundle(a.bundle)[0]["device_id"]
+
+    async def go():
+        async with Phone(a.host, a.port, device_id, token, key) as p:
+            if a.action == "discover":
+                out = await p.discover()
+                print(out.code)
+                print(out.payload.decode(errors="replace"))
+                return out.ok
+            if a.action in ("upload",) or (token and not a.inline and a.action in ACTIONS):
+                up = await p.upload()
+                print("authz-info: %s" % up.describe())
+                if not up.ok or a.action == "upload":
+                    return up.ok
+            out = await p.act(a.action, inline=a.inline)
+            print("%s: %s%s" % (a.action, out.describe(),
+                                " (after challenge)" if out.tries > 1 else ""))
+            return out.ok
+
+    try:
+        ok = asyncio.run(go())
+    except (OSError, asyncio.TimeoutError) as e:
+        _die("no answer from %s:%d (%s)" % (a.host, a.port, e))
+    sys.exit(0 if ok else 1)
+
+
+def sim_command(bundle, flash, extra=()):
+    """The command line that runs the simulated lock on the unix port."""
+    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.path.exists(exe):
+        exe = shutil.which("micropython") or "micropython"
+    return [exe, os.path.join(ROOT, "boards", "unix", "main.py"), "--bundle", bundle,
+            "--flash", flash] + list(extra)
+
+
+def sim_env():
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":" + os.path.join(ROOT, "boards", "unix")
+    return env
+
+
+def cmd_sim(a):
+    bundle = a.bundle
+    if a.default or not bundle:
+        bundle = DEFAULT_BUNDLE
+        print("=" * 72)
+        print("Simulated lock on the EMBEDDED DEFAULT bundle (%s)." % bundle)
+        print("Its keys are public demo keys: never use them on a real lock.")
+        print("Open the door from a second terminal:")
+        print("  .venv/bin/lockctl token --bundle %s --scope 'unlock status' --key phone.pem --out phone.cwt"
+              % os.path.relpath(bundle))
+        print("  .venv/bin/lockctl coap --bundle %s --token phone.cwt --key phone.pem unlock"
+              % os.path.relpath(bundle))
+        print("=" * 72, flush=True)
+    state = a.state or os.path.join(ROOT, "var", "sim")
+    os.makedirs(state, exist_ok=True)
+    flash = os.path.join(state, "flash.img")
+    extra = []
+    if a.port:
+        extra += ["--port", str(a.port)]
+    cmd = sim_command(bundle, flash, extra)
+    try:
+        os.execve(cmd[0], cmd, sim_env())
+    except OSError as e:
+        _die("cannot start %s: %s" % (cmd[0], e))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="lockctl", description=__doc__)
+    p.add_argument("--version", action="version", version="lockctl " + __version__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("provision", help="write a provisioning bundle for one lock")
+    s.add_argument("--out", required=True, help="bundle directory")
+    s.add_argument("--device-id", required=True, help="the lock's audience value")
+    s.add_argument("--coap-port", type=int, default=5683)
+    s.add_argument("--coaps-port", type=int, default=5684)
+    s.add_argument("--plain-coap", action="store_true", help="enable plain CoAP (development only)")
+    s.add_argument("--allow-bearer", action="store_true", help="accept tokens without cnf (over DTLS only)")
+    s.add_argument("--issuer", default="https://as.example")
+    s.add_argument("--kid", default="as-key-1")
+    s.add_argument("--as-uri", default=None, help="AS URI given to clients in hints")
+    s.add_argument("--bind", default="0.0.0.0")
+    s.add_argument("--clock", choices=("unsynced", "system"), default="unsynced",
+                   help="'system': trust the host clock (simulator only)")
+    s.add_argument("--relock-ms", type=int, default=5000)
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(fn=cmd_provision)
+
+    s = sub.add_parser("token", help="mint an access token as the AS")
+    s.add_argument("--bundle", required=True)
+    s.add_argument("--scope", default="unlock status", help="space-separated permissions")
+    s.add_argument("--out", required=True)
+    s.add_argument("--key", default="phone.pem", help="client PoP key (PEM, created if missing)")
+    s.add_argument("--bearer", action="store_true", help="no cnf: a bearer token")
+    s.add_argument("--psk", action="store_true", help="cnf with an encrypted symmetric key (DTLS PSK mode)")
+    s.add_argument("--exp-in", type=int, default=3600, help="seconds until exp")
+    s.add_argument("--no-exp", action="store_true")
+    s.add_argument("--nbf-in", type=int, default=None)
+    s.add_argument("--exi", type=int, default=None)
+    s.add_argument("--cti", default=None, help="hex")
+    s.add_argument("--aud", default=None)
+    s.add_argument("--iss", default=None)
+    s.add_argument("--sub", default=None)
+    s.add_argument("--cwt-tag", action="store_true", help="wrap in CWT tag 61")
+    s.set_defaults(fn=cmd_token)
+
+    s = sub.add_parser("coap", help="act as the phone over CoAP")
+    s.add_argument("action", choices=("discover", "upload", "status", "unlock", "lock", "log"))
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5683)
+    s.add_argument("--token")
+    s.add_argument("--key", default="phone.pem")
+    s.add_argument("--bundle", help="read the device id from this bundle")
+    s.add_argument("--device-id")
+    s.add_argument("--inline", action="store_true", help="send the token in the Bearer option")
+    s.set_defaults(fn=cmd_coap)
+
+    s = sub.add_parser("sim", help="run the simulated lock (MicroPython unix port)")
+    s.add_argument("bundle", nargs="?")
+    s.add_argument("--default", action="store_true", help="use the embedded default bundle")
+    s.add_argument("--state", help="directory for the flash image (default var/sim)")
+    s.add_argument("--port", type=int)
+    s.set_defaults(fn=cmd_sim)
+
+    a = p.parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
