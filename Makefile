@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export MICROPYPATH := $(CURDIR)/firmware:$(CURDIR)/boards/unix
+export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards/unix
 
 .PHONY: all venv test test-fast sim bench mpy clean deploy
 

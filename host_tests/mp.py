@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
 DUAL = os.path.join(ROOT, "host_tests", "dual")
 BOARD_UNIX = os.path.join(ROOT, "boards", "unix")
-MPYPATH = ":".join([FIRMWARE, DUAL, BOARD_UNIX])
+MPYPATH = ":".join([".frozen", FIRMWARE, DUAL, BOARD_UNIX])
 
 
 def micropython_exe():

@@ -45,9 +45,11 @@ class LockApp:
         self._restore()
         b = resources.Binding(self.authz, actuator, self.log, cfg.as_uri, cfg.device_id)
         self.site = Site()
-        self.site.add(("authz-info",), resources.AuthzInfo(b))
+        ai = resources.AuthzInfo(b)
+        self.site.add(("authz-info",), ai, ai.attrs)
         for r in cfg.resources:
-            self.site.add(tuple(r.path.split("/")), resources.Protected(b, r))
+            res = resources.Protected(b, r)
+            self.site.add(tuple(r.path.split("/")), res, res.attrs)
         self.server = CoapServer(self.site, known_options=(m.BEARER, m.POP), now_ms=clock.uptime_ms)
 
     def _restore(self):

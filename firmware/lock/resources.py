@@ -63,7 +63,7 @@ class Binding:
 
 class AuthzInfo:
     """POST /authz-info (RFC 9200 5.10.1): token upload, 2.01 with a cnonce."""
-    attrs = {"rt": "ace.ai", "ct": "61"}
+    attrs = {"rt": "ace.ai", "ct": CF_CWT}
 
     def __init__(self, b):
         self.b = b
@@ -95,7 +95,7 @@ class Protected:
     def __init__(self, b, res):
         self.b = b
         self.res = res
-        self.attrs = {"rt": "lock." + res.action}
+        self.attrs = {"rt": "lock." + res.action, "title": res.permission}
         if res.method == "GET":
             self.get = self._handle
         elif res.method == "POST":

@@ -112,9 +112,10 @@ def cmd_coap(a):
                                 " (after challenge)" if out.tries > 1 else ""))
             return out.ok
 
+    import aiocoap.error
     try:
         ok = asyncio.run(go())
-    except (OSError, asyncio.TimeoutError) as e:
+    except (OSError, asyncio.TimeoutError, aiocoap.error.NetworkError, aiocoap.error.ConRetransmitsExceeded) as e:
         _die("no answer from %s:%d (%s)" % (a.host, a.port, e))
     sys.exit(0 if ok else 1)
 
@@ -130,7 +131,7 @@ def sim_command(bundle, flash, extra=()):
 
 def sim_env():
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":" + os.path.join(ROOT, "boards", "unix")
+    env["MICROPYPATH"] = ".frozen:" + os.path.join(ROOT, "firmware") + ":" + os.path.join(ROOT, "boards", "unix")
     return env
 
 

@@ -1,0 +1,105 @@
+"""A simulated lock in a real `micropython` process, for end-to-end tests.
+
+Provisions a bundle with lockctl, starts boards/unix/main.py on a free UDP
+port, and collects what the lock prints (READY, EVENT lines) so tests can
+watch the door. The flash image survives restarts of the same SimLock.
+"""
+import os
+import socket
+import subprocess
+import threading
+import time
+
+from lockctl import cose_host as ch
+from lockctl.cli import sim_command, sim_env
+from lockctl.provision import load_bundle, provision
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class SimLock:
+    def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, **prov):
+        self.dir = str(tmpdir)
+        self.bundle = os.path.join(self.dir, "bundle")
+        self.port = free_udp_port()
+        provision(self.bundle, device_id, coap_port=self.port, plain_coap=True, bind="127.0.0.1",
+                  clock="system", relock_ms=relock_ms, say=lambda *a: None, **prov)
+        self.cfg, self.as_key = load_bundle(self.bundle)
+        self.device_id = device_id
+        self.kid = bytes.fromhex(self.cfg["as_keys"][0]["kid"])
+        self.issuer = self.cfg["as_keys"][0]["issuer"]
+        self.flash = os.path.join(self.dir, "flash.img")
+        self.heapsize = heapsize
+        self.proc = None
+        self.lines = []
+        self.start()
+
+    def start(self, timeout=20):
+        cmd = sim_command(self.bundle, self.flash)
+        if self.heapsize:
+            cmd = [cmd[0], "-X", "heapsize=%s" % self.heapsize] + cmd[1:]
+        self.lines = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=sim_env(),
+                                     text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for("READY", timeout)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text, timeout=10, start=0):
+        end = time.time() + timeout
+        while time.time() < end:
+            for line in self.lines[start:]:
+                if text in line:
+                    return line
+            if self.proc.poll() is not None and not any(text in l for l in self.lines[start:]):
+                time.sleep(0.2)
+                raise AssertionError("lock exited (%s) before %r:\n%s" % (self.proc.returncode, text, self.output()))
+            time.sleep(0.02)
+        raise AssertionError("timeout waiting for %r:\n%s" % (text, self.output()))
+
+    def events(self):
+        return [l[6:] for l in self.lines if l.startswith("EVENT ")]
+
+    def output(self):
+        return "\n".join(self.lines[-60:])
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+    def stop(self):
+        self.kill()
+
+    # Tokens -------------------------------------------------------------
+    def claims(self, over=None, client=None):
+        now = int(time.time())
+        c = {1: self.issuer, 3: self.device_id, 4: now + 3600, 6: now, 7: os.urandom(8), 9: "unlock lock status"}
+        if client is not None:
+            c[8] = {1: ch.cose_key_ec2(client)}
+        for k, v in (over or {}).items():
+            if v is None:
+                c.pop(k, None)
+            else:
+                c[k] = v
+        return c
+
+    def token(self, client=None, over=None, **kw):
+        return ch.make_sign1(self.claims(over, client), self.as_key, kid=self.kid, **kw)
