@@ -1,0 +1,460 @@
+"""Server core: CoAP message layer and routing (RFC 7252 sec. 4, 5; RFC 6690).
+
+Transport independent: `CoapServer.handle` takes the bytes of one datagram
+and who sent it, and returns the bytes to send back (or None). It owns the
+message layer (piggybacked ACKs, RST, fresh MIDs for NON responses, the
+duplicate table of sec. 4.5) and the request checks of sec. 5.4 (unknown
+critical options, option lengths and repeats), then hands the request to a
+resource found in a `Site`. No socket is ever touched here.
+"""
+from micropython import const
+
+from coap import message as m
+from coap.message import FormatError, Message, decode_uint, encode_uint, parse, serialize
+
+# Sec. 4.8.2 (default transmission parameters)
+EXCHANGE_LIFETIME_MS = const(247000)
+NON_LIFETIME_MS = const(145000)
+# Sec. 4.6: 1152 bytes is the default upper bound for a message.
+MAX_MESSAGE_SIZE = const(1152)
+
+_LINK_FORMAT = const(40)  # RFC 6690 sec. 7.3
+_SZX_MAX = const(6)  # RFC 7959 sec. 2.2: 1024-byte blocks, SZX 7 reserved
+
+_METHODS = {m.GET: "get", m.POST: "post", m.PUT: "put", m.DELETE: "delete"}
+
+# Options this core implements: number -> (min length, max length, repeatable),
+# from the table of sec. 5.10 and RFC 7959 sec. 2.1. A value outside the
+# length range or a repeat of a non-repeatable option is treated like an
+# unrecognized option (sec. 5.4.3, 5.4.5). If-Match/If-None-Match are left
+# out on purpose: this core does not evaluate conditions, so they are
+# unrecognized critical options and get 4.02 rather than being ignored.
+_RULES = {
+    m.URI_HOST: (1, 255, False),  # ignored: single-host server
+    m.ETAG: (1, 8, True),
+    m.OBSERVE: (0, 3, False),  # RFC 7641; not implemented, elective
+    m.URI_PORT: (0, 2, False),  # ignored
+    m.URI_PATH: (0, 255, True),
+    m.CONTENT_FORMAT: (0, 2, False),
+    m.MAX_AGE: (0, 4, False),
+    m.URI_QUERY: (0, 255, True),
+    m.ACCEPT: (0, 2, False),
+    m.BLOCK2: (0, 3, False),  # RFC 7959: honoured for GET only
+    m.SIZE2: (0, 4, False),
+    m.PROXY_URI: (1, 1034, False),  # answered 5.05
+    m.PROXY_SCHEME: (1, 255, False),  # answered 5.05
+    m.SIZE1: (0, 4, False),
+}
+
+
+class Response:
+    """What a resource returns: a code, a payload, extra options as
+    (number, bytes) pairs and an optional Content-Format number."""
+    __slots__ = ("code", "payload", "options", "content_format")
+
+    def __init__(self, code, payload=b"", options=(), content_format=None):
+        self.code = code
+        self.payload = payload
+        self.options = options
+        self.content_format = content_format
+
+
+class CoapError(Exception):
+    """Raised by a resource (or the core) to answer with an error code."""
+
+    def __init__(self, code, payload=b"", options=(), content_format=None):
+        super().__init__(code)
+        self.code = code
+        self.payload = payload
+        self.options = options
+        self.content_format = content_format
+
+    def response(self):
+        return Response(self.code, self.payload, self.options, self.content_format)
+
+
+class Exchange:
+    """Context handed to a resource: the transport reports who the peer is,
+    the resource decides what that is worth."""
+    __slots__ = ("peer", "transport", "session", "request")
+
+    def __init__(self, peer, transport, session, request):
+        self.peer = peer
+        self.transport = transport
+        self.session = session
+        self.request = request
+
+
+_SAFE = b"-._~!$&'()*+=:@"  # RFC 3986 pchar without ',' and ';' (link-format separators)
+
+
+def _pct(segment):
+    out = []
+    for c in segment.encode():
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in _SAFE:
+            out.append(chr(c))
+        else:
+            out.append("%%%02X" % c)
+    return "".join(out)
+
+
+def _quoted(value):
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_ATTR_ORDER = ("rt", "if", "ct", "sz", "obs", "title")
+
+
+class _WellKnownCore:
+    """GET /.well-known/core (RFC 6690 sec. 4)."""
+
+    def __init__(self, site):
+        self._site = site
+
+    def get(self, request, exchange):
+        accept = request.get(m.ACCEPT)
+        if accept is not None and decode_uint(accept) != _LINK_FORMAT:
+            raise CoapError(m.NOT_ACCEPTABLE)
+        return Response(m.CONTENT, self._site.link_format().encode(), content_format=_LINK_FORMAT)
+
+
+class Site:
+    """Routes a request by its Uri-Path to a resource object whose
+    get/post/put/delete(request, exchange) return a Response."""
+
+    def __init__(self):
+        self._entries = []  # (path, resource, attrs) in registration order
+        self._by_path = {}
+        self.add((".well-known", "core"), _WellKnownCore(self), {"hidden": True})
+
+    def add(self, path, resource, attrs=None):
+        """Register `resource` at `path`, a tuple of str segments. attrs:
+        rt, if, ct, sz, obs, title and other RFC 6690 attributes; `hidden`
+        keeps the resource out of /.well-known/core."""
+        path = tuple(path)
+        entry = (path, resource, attrs or {})
+        if path in self._by_path:
+            self._entries = [e for e in self._entries if e[0] != path]
+        self._entries.append(entry)
+        self._by_path[path] = entry
+
+    def link_format(self):
+        """RFC 6690 sec. 5 serialization of the visible resources."""
+        links = []
+        for path, _, attrs in self._entries:
+            if attrs.get("hidden"):
+                continue
+            link = "<" + ("".join("/" + _pct(s) for s in path) or "/") + ">"
+            extra = sorted(k for k in attrs if k not in _ATTR_ORDER and k != "hidden")
+            for key in _ATTR_ORDER + tuple(extra):
+                if key not in attrs:
+                    continue
+                value = attrs[key]
+                if value is True:
+                    link += ";" + key
+                elif isinstance(value, int):
+                    link += ";%s=%d" % (key, value)
+                else:
+                    link += ";%s=%s" % (key, _quoted(value))
+            links.append(link)
+        return ",".join(links)
+
+    def render(self, request, exchange):
+        """Response for a request, or CoapError (4.04, 4.05, or the
+        resource's own)."""
+        try:
+            path = tuple(request.uri_path())
+        except FormatError:
+            raise CoapError(m.BAD_REQUEST, b"Uri-Path is not UTF-8")
+        entry = self._by_path.get(path)
+        if entry is None:
+            raise CoapError(m.NOT_FOUND)
+        name = _METHODS.get(request.code)
+        handler = getattr(entry[1], name, None) if name else None
+        if handler is None:
+            # Sec. 5.8: unknown or unsupported method -> 4.05.
+            raise CoapError(m.METHOD_NOT_ALLOWED)
+        return handler(request, exchange)
+
+
+class _Dedup:
+    """Responses by (transport, peer, MID), kept until they expire (sec. 4.5).
+    A fixed ring of `size` slots bounds the table: when full, the oldest
+    entry is dropped even if still live (RAM wins over perfect dedup)."""
+
+    def __init__(self, size):
+        if size < 1:
+            raise ValueError("dedup_size must be >= 1")
+        self._slots = [None] * size
+        self._next = 0  # slot written next; the oldest entry when full
+        self._table = {}  # key -> (expires_ms, response bytes or None, slot)
+
+    def __len__(self):
+        return len(self._table)
+
+    def get(self, key, now):
+        e = self._table.get(key)
+        if e is None:
+            return None
+        if now >= e[0]:
+            del self._table[key]
+            return None
+        return e
+
+    def put(self, key, response, expires):
+        slot = self._next
+        old = self._slots[slot]
+        if old is not None:
+            e = self._table.get(old)
+            if e is not None and e[2] == slot:
+                del self._table[old]
+        self._slots[slot] = key
+        self._table[key] = (expires, response, slot)
+        self._next = (slot + 1) % len(self._slots)
+
+    def expire(self, now):
+        # Walk from the oldest slot and free expired responses, stopping at
+        # the first live one (entries are roughly in expiry order).
+        slots = self._slots
+        n = len(slots)
+        i = self._next
+        for _ in range(n):
+            key = slots[i]
+            if key is not None:
+                e = self._table.get(key)
+                if e is not None and e[2] == i:
+                    if now < e[0]:
+                        return
+                    del self._table[key]
+                slots[i] = None
+            i = (i + 1) % n
+
+
+class _TicksClock:
+    """Non-wrapping milliseconds from MicroPython's wrapping ticks_ms.
+    Correct as long as it is read at least once per half ticks period
+    (2**29 ms, about 6 days on the ESP32); CoapServer reads it per datagram."""
+
+    def __init__(self, ticks_ms, ticks_diff):
+        self._ticks_ms = ticks_ms
+        self._diff = ticks_diff
+        self._last = ticks_ms()
+        self._now = 0
+
+    def __call__(self):
+        t = self._ticks_ms()
+        self._now += max(0, self._diff(t, self._last))
+        self._last = t
+        return self._now
+
+
+def _default_clock():
+    import time
+    if hasattr(time, "ticks_ms"):
+        return _TicksClock(time.ticks_ms, time.ticks_diff)
+    return lambda: int(time.monotonic() * 1000)
+
+
+def _random_mid():
+    import os
+    return int.from_bytes(os.urandom(2), "big")
+
+
+def _rst(mid):
+    # Sec. 4.2: a Reset echoes the MID and is otherwise empty.
+    return bytes((0x70, 0, mid >> 8, mid & 0xFF))
+
+
+def _hashable(peer):
+    return bytes(peer) if isinstance(peer, (bytearray, memoryview)) else peer
+
+
+class CoapServer:
+    """Message layer over a Site. `known_options`: option numbers the
+    resources handle themselves (e.g. the profile's Bearer and PoP), so they
+    are not refused as unknown critical options. `now_ms`: monotonic,
+    non-wrapping milliseconds. `on_error(exc)`: told about handler crashes
+    and transport errors. Counters: rx, dropped, errors."""
+
+    def __init__(self, site, known_options=(), now_ms=None, dedup_size=32,
+                 on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None):
+        self.site = site
+        self._known = set(known_options)
+        self._now = now_ms or _default_clock()
+        self._dedup = _Dedup(dedup_size)
+        self.on_error = on_error
+        self.max_size = max_size
+        self._mid = _random_mid() if mid_start is None else mid_start & 0xFFFF
+        self.rx = 0
+        self.dropped = 0
+        self.errors = 0
+
+    def report(self, exc):
+        """Count an error and pass it to on_error (which must not raise)."""
+        self.errors += 1
+        if self.on_error:
+            try:
+                self.on_error(exc)
+            except Exception:
+                pass
+
+    def handle(self, data, peer, transport="coap", session=None, truncated=False):
+        """Process one datagram; returns the bytes to send to `peer` or None.
+        `truncated`: the transport could not receive the whole datagram."""
+        self.rx += 1
+        now = self._now()
+        self._dedup.expire(now)
+        if truncated or len(data) > self.max_size:
+            return self._too_large(data)
+        try:
+            req = parse(data)
+        except FormatError:
+            self.dropped += 1
+            # Sec. 3: unknown versions are silently ignored; sec. 4.2: a CON
+            # with a format error is rejected with a Reset, other types are
+            # ignored (sec. 4.3).
+            if len(data) >= 4 and data[0] >> 4 == 0x4:
+                return _rst((data[2] << 8) | data[3])
+            return None
+        mtype = req.mtype
+        if mtype == m.ACK or mtype == m.RST:
+            # We never send CON messages, so there is nothing to match.
+            self.dropped += 1
+            return None
+        if req.code == m.EMPTY or req.code >> 5:
+            # Empty CON ("CoAP ping", sec. 4.3) -> RST; a response or a
+            # reserved class as a request lacks context (sec. 4.2) -> RST for
+            # CON; an Empty NON is not allowed and is ignored (sec. 4.3).
+            self.dropped += 1
+            return _rst(req.mid) if mtype == m.CON else None
+        key = (transport, _hashable(peer), req.mid)
+        hit = self._dedup.get(key, now)
+        if hit is not None:
+            # Sec. 4.5: same answer for a duplicate CON, drop a duplicate NON.
+            if hit[1] is None:
+                self.dropped += 1
+            return hit[1]
+        out = self._answer(req, Exchange(peer, transport, session, req))
+        if mtype == m.CON:
+            self._dedup.put(key, out, now + EXCHANGE_LIFETIME_MS)
+        else:
+            self._dedup.put(key, None, now + NON_LIFETIME_MS)
+        return out
+
+    def _answer(self, req, exchange):
+        bad = self._check_options(req)
+        if bad is not None:
+            if req.mtype == m.NON:
+                # Sec. 5.4.1: a NON with an unrecognized critical option is
+                # rejected (sec. 4.3), which may be a Reset.
+                return _rst(req.mid)
+            resp = Response(m.BAD_OPTION, b"unrecognized option %d" % bad)
+        else:
+            try:
+                resp = self._dispatch(req, exchange)
+            except CoapError as e:
+                resp = e.response()
+            except Exception as e:
+                self.report(e)
+                resp = Response(m.INTERNAL_SERVER_ERROR)
+        try:
+            return serialize(self._message(req, resp))
+        except Exception as e:
+            # A resource returned something that cannot be encoded.
+            self.report(e)
+            return serialize(self._message(req, Response(m.INTERNAL_SERVER_ERROR)))
+
+    def _check_options(self, req):
+        """Sec. 5.4.1-5.4.5: the number of the first critical option that is
+        unknown or malformed, else None. Malformed elective options are
+        removed so resources never see them."""
+        opts = req.options
+        keep = None
+        prev = -1
+        for i in range(len(opts)):
+            num, val = opts[i]
+            rule = _RULES.get(num)
+            if rule is None:
+                ok = num in self._known or not m.is_critical(num)
+            else:
+                ok = rule[0] <= len(val) <= rule[1] and (rule[2] or num != prev)
+            prev = num
+            if ok:
+                if keep is not None:
+                    keep.append(opts[i])
+                continue
+            if m.is_critical(num):
+                return num
+            if keep is None:
+                keep = opts[:i]
+        if keep is not None:
+            req.options = keep
+        return None
+
+    def _dispatch(self, req, exchange):
+        if req.get(m.PROXY_URI) is not None or req.get(m.PROXY_SCHEME) is not None:
+            # Sec. 5.7.2: not a proxy.
+            raise CoapError(m.PROXYING_NOT_SUPPORTED)
+        block2 = req.get(m.BLOCK2)
+        num = szx = 0
+        if block2 is not None:
+            v = decode_uint(block2)
+            num, szx = v >> 4, v & 7
+            if szx == 7:
+                raise CoapError(m.BAD_REQUEST, b"Block2 SZX 7 is reserved")
+            if num and req.code != m.GET:
+                # A later block would re-run a non-safe request: refuse it
+                # as an option this server does not support there.
+                raise CoapError(m.BAD_OPTION, b"Block2 only for GET")
+        resp = self.site.render(req, exchange)
+        if not isinstance(resp, Response):
+            raise TypeError("resource returned %r, not a Response" % type(resp))
+        if req.code == m.GET and (block2 is not None or len(resp.payload) > 1 << (4 + _SZX_MAX)):
+            resp = self._block2(resp, num, szx if block2 is not None else _SZX_MAX)
+        return resp
+
+    def _block2(self, resp, num, szx):
+        # RFC 7959 sec. 2.2-2.4: stateless slicing of a (regenerated) GET
+        # representation; SZX no larger than ours.
+        if szx > _SZX_MAX:
+            szx = _SZX_MAX
+        size = 1 << (4 + szx)
+        body = resp.payload
+        start = num * size
+        if start and start >= len(body):
+            raise CoapError(m.BAD_OPTION, b"Block2 beyond the end")
+        more = 1 if start + size < len(body) else 0
+        if not more and num == 0:
+            return resp
+        opts = list(resp.options)
+        opts.append((m.BLOCK2, encode_uint((num << 4) | (more << 3) | szx)))
+        return Response(resp.code, body[start:start + size], opts, resp.content_format)
+
+    def _message(self, req, resp):
+        if req.mtype == m.CON:
+            # Sec. 5.2.1: piggybacked response in the ACK, same MID.
+            msg = Message(m.ACK, resp.code, req.mid, req.token)
+        else:
+            # Sec. 5.2.3: NON request -> NON response with a fresh MID.
+            self._mid = (self._mid + 1) & 0xFFFF
+            msg = Message(m.NON, resp.code, self._mid, req.token)
+        for num, val in resp.options:
+            msg.add(num, val)
+        if resp.content_format is not None:
+            msg.add(m.CONTENT_FORMAT, encode_uint(resp.content_format))
+        msg.payload = resp.payload
+        return msg
+
+    def _too_large(self, data):
+        # Sec. 5.9.2.9: 4.13 with Size1 for a request we could not take in
+        # whole; the token sits in the first 12 bytes, so it is intact.
+        self.dropped += 1
+        if len(data) < 4 or data[0] >> 6 != 1 or (data[0] >> 4) & 3 > m.NON:
+            return None
+        tkl = data[0] & 0x0F
+        code = data[1]
+        if tkl > 8 or len(data) < 4 + tkl or code == m.EMPTY or code >> 5:
+            return None
+        req = Message((data[0] >> 4) & 3, code, (data[2] << 8) | data[3], bytes(data[4:4 + tkl]))
+        resp = Response(m.REQUEST_ENTITY_TOO_LARGE, options=((m.SIZE1, encode_uint(self.max_size)),))
+        return serialize(self._message(req, resp))
