@@ -4,6 +4,7 @@ Provisions a bundle with lockctl, starts boards/unix/main.py on a free UDP
 port, and collects what the lock prints (READY, EVENT lines) so tests can
 watch the door. The flash image survives restarts of the same SimLock.
 """
+import json
 import os
 import socket
 import subprocess
@@ -24,13 +25,17 @@ def free_udp_port():
 
 
 class SimLock:
-    def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, **prov):
+    def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, **prov):
         self.dir = str(tmpdir)
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
         provision(self.bundle, device_id, coap_port=self.port, plain_coap=True, bind="127.0.0.1",
                   clock="system", relock_ms=relock_ms, say=lambda *a: None, **prov)
         self.cfg, self.as_key = load_bundle(self.bundle)
+        if config:
+            self.cfg.update(config)
+            with open(os.path.join(self.bundle, "lock.json"), "w") as f:
+                json.dump(self.cfg, f, indent=2)
         self.device_id = device_id
         self.kid = bytes.fromhex(self.cfg["as_keys"][0]["kid"])
         self.issuer = self.cfg["as_keys"][0]["issuer"]

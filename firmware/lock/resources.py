@@ -20,8 +20,17 @@ _HINT_CNONCE = const(39)
 
 
 def _peer_id(ex):
+    """The peer's host, without the port: lockout counts per host. The unix
+    and ESP32 ports report a raw sockaddr; CPython a tuple."""
     p = ex.peer
-    return p[0] if isinstance(p, tuple) else p
+    if isinstance(p, tuple):
+        return p[0]
+    if isinstance(p, (bytes, bytearray)):
+        if len(p) == 16:
+            return bytes(p[4:8])      # sockaddr_in: family, port, address
+        if len(p) >= 24:
+            return bytes(p[8:24])     # sockaddr_in6: family, port, flowinfo, address
+    return p
 
 
 def _check_format(req, allowed):
