@@ -19,6 +19,7 @@ ACTIONS = {
     "unlock": ("POST", "lock/unlock", "unlock"),
     "lock": ("POST", "lock/lock", "lock"),
     "log": ("GET", "log", "admin"),
+    "revoke": ("POST", "revoke", "admin"),
 }
 
 
@@ -118,9 +119,14 @@ class Phone:
     def _proof(self, permission):
         return ch.pop_proof(self.key, self.device_id, self.nonce, permission, ch.token_hash(self.token))
 
-    async def act(self, action, inline=False):
+    async def act(self, action, inline=False, payload=b"", query=()):
         """Send the action; on 4.01 with a cnonce, sign and retry once."""
         method, path, perm = ACTIONS[action]
+        return await self.request(method, path, perm, inline, payload, query)
+
+    async def request(self, method, path, perm, inline=False, payload=b"", query=()):
+        if query:
+            path = path + "?" + "&".join(query)
         tries = 0
         while True:
             tries += 1
@@ -130,7 +136,7 @@ class Phone:
             if self.nonce is not None and self.key is not None and self.token:
                 opts.append((POP, self._proof(perm)))
                 self.nonce = None
-            resp = await self._send(method, path, options=opts)
+            resp = await self._send(method, path, payload, options=opts)
             hints = None
             if resp.payload and _code(resp).startswith("4."):
                 try:
