@@ -1,0 +1,65 @@
+"""ESP32 entry point: Wi-Fi up, sockets opened here and handed to the lock.
+
+The firmware modules are frozen or copied as .mpy by `lockctl deploy`;
+the provisioning bundle lives in /bundle on the board's littlefs.
+"""
+import asyncio
+import json
+import socket
+import time
+
+import machine
+import network
+
+import board
+from actuator_gpio import GpioActuator
+from lock import config
+from lock.app import LockApp
+from lock.clock import Clock
+
+
+def wifi(timeout_ms=20000):
+    try:
+        with open(board.WIFI) as f:
+            w = json.load(f)
+    except (OSError, ValueError):
+        print("no %s: Wi-Fi stays off" % board.WIFI)
+        return None
+    sta = network.WLAN(network.STA_IF)
+    sta.active(True)
+    sta.connect(w["ssid"], w["password"])
+    t0 = time.ticks_ms()
+    while not sta.isconnected():
+        if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
+            print("Wi-Fi: no connection to %s" % w["ssid"])
+            return None
+        time.sleep_ms(100)
+    print("Wi-Fi: %s" % (sta.ifconfig()[0],))
+    return sta
+
+
+def main():
+    cfg = config.load(board.BUNDLE + "/lock.json")
+    clock = Clock()  # unsynced until the AS uplink sets it
+    act = GpioActuator(clock.uptime_ms, cfg.relock_ms, board.RELAY_PIN, board.RELAY_ACTIVE_HIGH,
+                       board.BOLT_SENSOR_PIN, board.EXTRA_OUTPUTS,
+                       lambda what, why: print("door:", what, why))
+    app = LockApp(cfg, board.ROOT, act, clock)
+    endpoints = []
+    if wifi() and cfg.coap_enabled:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(socket.getaddrinfo(cfg.bind, cfg.coap_port)[0][-1])
+        s.setblocking(False)
+        endpoints.append((s, "coap"))
+        print("WARNING: plain CoAP enabled (development only)")
+    asyncio.run(app.run(endpoints))
+
+
+try:
+    main()
+except Exception as e:
+    # Fail secure: the relay is released by the reset; log and restart.
+    import sys
+    sys.print_exception(e)
+    time.sleep(5)
+    machine.reset()
