@@ -29,14 +29,15 @@ def mpy_cross_exe():
     return exe
 
 
-def run_mp(args, stdin=None, heapsize=None, timeout=600, cwd=None, extra_path=None):
-    """Run `micropython [-X heapsize=H] ARGS` with the firmware on its path.
+def run_mp(args, stdin=None, heapsize=None, timeout=600, cwd=None, extra_path=None, mpypath=None):
+    """Run `micropython [-X heapsize=H] ARGS` with the firmware on its path
+    (or with `mpypath` instead, e.g. a directory of compiled .mpy).
     Returns the CompletedProcess (text mode)."""
     cmd = [micropython_exe()]
     if heapsize:
         cmd += ["-X", "heapsize=%s" % heapsize]
     cmd += list(args)
     env = dict(os.environ)
-    env["MICROPYPATH"] = MPYPATH + (":" + extra_path if extra_path else "")
+    env["MICROPYPATH"] = (mpypath or MPYPATH) + (":" + extra_path if extra_path else "")
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd or ROOT)
