@@ -25,7 +25,8 @@ def free_udp_port():
 
 
 class SimLock:
-    def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, **prov):
+    def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
+                 **prov):
         self.dir = str(tmpdir)
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
@@ -41,6 +42,7 @@ class SimLock:
         self.issuer = self.cfg["as_keys"][0]["issuer"]
         self.flash = os.path.join(self.dir, "flash.img")
         self.heapsize = heapsize
+        self.mpypath = mpypath
         self.proc = None
         self.lines = []
         self.start()
@@ -50,7 +52,10 @@ class SimLock:
         if self.heapsize:
             cmd = [cmd[0], "-X", "heapsize=%s" % self.heapsize] + cmd[1:]
         self.lines = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=sim_env(),
+        env = sim_env()
+        if self.mpypath:
+            env["MICROPYPATH"] = self.mpypath
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -1,0 +1,200 @@
+"""Benchmark of the lock on the network (the simulator on the unix port).
+
+usage: .venv/bin/python bench/bench_lock.py [--unlocks N]
+
+Prints (figures only, nothing asserted):
+  - unlock latency on loopback, p50 and p99 over N unlocks with a stored
+    token and a fresh PoP proof each time, and its ratio to one p256.verify
+    measured in the same run (goal <= 1.3);
+  - requests per second for GET /.well-known/core (one client, window 1);
+  - the smallest `-X heapsize` under which the simulator serves the whole
+    unlock flow (upload, challenge, proof, 2.04), firmware as .mpy;
+  - the size of the whole firmware compiled for xtensawin.
+"""
+import argparse
+import hashlib
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools"), os.path.join(ROOT, "firmware"),
+                os.path.join(ROOT, "host_tests", "shims", "cpython")]
+
+import cbor2  # noqa: E402
+
+import build_mpy  # noqa: E402
+from coap import message as cm  # noqa: E402
+from lockctl import cose_host as ch  # noqa: E402
+from mp import run_mp  # noqa: E402
+from simlock import SimLock  # noqa: E402
+
+P256_TIMER = r"""
+import sys, time
+from binascii import unhexlify
+from trust import p256
+a = sys.stdin.read().split()
+pub, d, sg = unhexlify(a[0]), unhexlify(a[1]), unhexlify(a[2])
+best = 1e9
+for r in range(7):
+    t0 = time.ticks_us()
+    for i in range(10):
+        p256.verify(pub, d, sg)
+    best = min(best, time.ticks_diff(time.ticks_us(), t0) / 10 / 1000)
+print("SIG %.4f" % best)
+"""
+
+
+class RawClient:
+    """A minimal CoAP client on a plain UDP socket (no library overhead in
+    the measured path)."""
+
+    def __init__(self, port):
+        self.addr = ("127.0.0.1", port)
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.settimeout(10)
+        self.mid = 1
+
+    def request(self, code, path, options=(), payload=b""):
+        self.mid = (self.mid + 1) & 0xFFFF
+        msg = cm.Message(cm.CON, code, self.mid, self.mid.to_bytes(2, "big"), payload=payload)
+        for seg in path.split("/"):
+            msg.add(cm.URI_PATH, seg.encode())
+        for num, val in options:
+            msg.add(num, val)
+        raw = cm.serialize(msg)
+        t0 = time.perf_counter()
+        self.s.sendto(raw, self.addr)
+        while True:
+            data = self.s.recv(2048)
+            resp = cm.parse(data)
+            if resp.mid == self.mid:
+                return resp, time.perf_counter() - t0
+
+    def close(self):
+        self.s.close()
+
+
+def p256_ms():
+    k = ch.gen_key()
+    msg = b"bench"
+    args = " ".join([ch.pub_bytes(k).hex(), hashlib.sha256(msg).hexdigest(), ch.sign_es256(k, msg).hex()])
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(P256_TIMER)
+    try:
+        r = run_mp([f.name], stdin=args, timeout=120)
+    finally:
+        os.unlink(f.name)
+    return float(r.stdout.split()[1])
+
+
+def unlock_flow(lock, client_key, tok, c):
+    """Upload, then unlock with the cnonce of the 2.01. Returns the code."""
+    resp, _ = c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, b"\x3d")], tok)
+    if resp.code != cm.CREATED:
+        return resp.code
+    nonce = cbor2.loads(resp.payload)[39]
+    proof = ch.pop_proof(client_key, lock.device_id, nonce, "unlock", ch.token_hash(tok))
+    resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
+    return resp.code
+
+
+def measure_unlocks(lock, n):
+    key = ch.gen_key()
+    tok = lock.token(key)
+    c = RawClient(lock.port)
+    try:
+        assert unlock_flow(lock, key, tok, c) == cm.CHANGED
+        th = ch.token_hash(tok)
+        lat = []
+        for _ in range(n):
+            resp, _ = c.request(cm.POST, "lock/unlock")          # 4.01 + fresh cnonce
+            nonce = cbor2.loads(resp.payload)[39]
+            proof = ch.pop_proof(key, lock.device_id, nonce, "unlock", th)
+            resp, dt = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
+            if resp.code != cm.CHANGED:
+                raise RuntimeError("unlock refused: %d.%02d" % (resp.code >> 5, resp.code & 31))
+            lat.append(dt * 1000)
+        return lat
+    finally:
+        c.close()
+
+
+def measure_rps(lock, n=500):
+    c = RawClient(lock.port)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            resp, _ = c.request(cm.GET, ".well-known/core")
+            assert resp.code == cm.CONTENT
+        return n / (time.perf_counter() - t0)
+    finally:
+        c.close()
+
+
+def smallest_sim_heap(tmp, lo=16, hi=256):
+    mpy = tempfile.mkdtemp(prefix="lock-mpy-")
+    build_mpy.build(mpy, march=None, boards=("unix",))
+
+    def ok(k):
+        d = tempfile.mkdtemp(dir=tmp)
+        try:
+            lock = SimLock(d, heapsize="%dK" % k, mpypath=".frozen:" + mpy)
+        except AssertionError:
+            return False
+        try:
+            key = ch.gen_key()
+            c = RawClient(lock.port)
+            c.s.settimeout(5)
+            try:
+                return unlock_flow(lock, key, lock.token(key), c) == cm.CHANGED and lock.alive()
+            except (OSError, socket.timeout):
+                return False
+            finally:
+                c.close()
+        finally:
+            lock.stop()
+
+    if not ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--unlocks", type=int, default=200)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="lock-bench-")
+    lock = SimLock(os.path.join(tmp, "lat"), relock_ms=60000, config={"lockout": {"max_failures": 100000}})
+    try:
+        lat = measure_unlocks(lock, a.unlocks)
+        rps = measure_rps(lock)
+    finally:
+        lock.stop()
+    sig = p256_ms()
+    lat.sort()
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print("Unlock latency on loopback, %d unlocks (stored token, fresh PoP proof each):" % len(lat))
+    print("  p50 %.3f ms   p99 %.3f ms" % (p50, p99))
+    print("  one p256.verify in the same run: %.3f ms" % sig)
+    print("  ratio p50 / p256.verify: %.2f   p99 / p256.verify: %.2f   (goal <= 1.3)" % (p50 / sig, p99 / sig))
+    print("GET /.well-known/core: %.0f requests/s (one client, window 1)" % rps)
+    heap = smallest_sim_heap(tmp)
+    print("smallest -X heapsize serving the unlock flow (firmware as .mpy): %sK (goal <= 48K)" % heap)
+    with tempfile.TemporaryDirectory() as d:
+        made = build_mpy.build(d, "xtensawin", ("esp32",))
+    print("whole firmware, mpy-cross -march=xtensawin: %d bytes (%d modules)" % (sum(s for _, s in made), len(made)))
+
+
+if __name__ == "__main__":
+    main()
