@@ -23,7 +23,11 @@ bad record is used: once one length field is wrong, framing of the rest of
 that segment cannot be trusted. Such a segment is sealed (never appended to
 again; the bad bytes are left in place and skipped at every open rather than
 rewritten) and counted in `damaged`; a segment with no good record at all is
-removed. The seq of anything lost shows up as a gap at the AS.
+removed. The seq of anything lost shows up as a gap at the AS, and is never
+handed out again: within a segment stored seqs are consecutive (a refused
+or failed append seals the segment), so the bad bytes after the last good
+seq g cannot hold a seq above g + bad bytes // _MIN_FRAME, and next_seq
+starts above that when no good record follows (then .boot persists it).
 
 The files are written only by this object and by one task at a time (the
 shared header buffers are not reentrant).
@@ -39,6 +43,7 @@ from trust import cbor
 _HDR = const(10)  # len u16 + seq u32 + crc32 u32
 _FIELDS = const(10)  # items in a record
 _MAX_PAYLOAD = const(1024)  # cap checked before a payload is read or written
+_MIN_FRAME = const(21)  # header + the smallest payload (11 one-byte items)
 _MAX_STATE = const(64)  # cap for .boot / .state
 _SEQ_MAX = 0xFFFFFFFF  # seq is a u32 in the frame
 _EIO = const(5)
@@ -111,7 +116,7 @@ class DecisionLog:
             self.acked_seq = max(self.acked_seq, v[1])
             self.dropped = max(self.dropped, v[2])
         hwm = max(hwm, self.acked_seq)
-        last_seq, last_boot = self._scan()
+        last_seq, last_boot = self._scan(hwm)
         # The largest boot seen in a record is a floor too, in case .boot was lost.
         self.boot = max(boot, last_boot) + 1
         # seq never goes back, even after every record was acked and deleted.
@@ -145,8 +150,11 @@ class DecisionLog:
         size = _HDR + len(payload)
         if self.used_bytes + size > self._cap:
             # Full: keep the oldest unacknowledged records, count the rest
-            # (PROFILE sec. 6). The count is persisted with the seq it spent.
+            # (PROFILE sec. 6). The count is persisted with the seq it spent;
+            # the segment is sealed so that its seqs stay consecutive.
             self.dropped += 1
+            self._close_file()
+            self._cur = None
             self._save_state()
             return None
         self._write(seq, payload, size)
@@ -236,8 +244,9 @@ class DecisionLog:
             return None, -1
         return rec, _HDR + n
 
-    def _scan(self):
-        # Rebuild the segment index from the files; returns (last seq, last boot).
+    def _scan(self, hwm):
+        # Rebuild the segment index from the files; returns (the highest seq
+        # that may have been handed out, the last boot seen in a record).
         nums = []
         for name in os.listdir(self._root):
             n = _seg_num(name)
@@ -246,6 +255,7 @@ class DecisionLog:
         nums.sort()
         prev = 0
         last_boot = 0
+        floor = 0  # highest seq the bad bytes after the last good record can hold
         for num in nums:
             self._seg_hi = num
             path = self._path(num)
@@ -264,8 +274,12 @@ class DecisionLog:
                         first = prev
                     end += n
             clean = n == 0
+            if first:
+                floor = 0  # every seq lost before a good record is below it
             if not clean:
                 self.damaged += 1
+                base = prev if first else max(prev, hwm)
+                floor = max(floor, base + (size - end) // _MIN_FRAME)
             if rec is not None and isinstance(rec[2], int) and rec[2] > last_boot:
                 last_boot = rec[2]
             if not first or prev <= self.acked_seq:
@@ -275,7 +289,7 @@ class DecisionLog:
                 continue
             self._segs.append([num, first, prev, end, size, clean])
             self.used_bytes += size
-        return prev, last_boot
+        return max(prev, floor), last_boot
 
     def _write(self, seq, payload, size):
         cur = self._cur

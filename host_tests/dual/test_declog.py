@@ -65,6 +65,17 @@ def _write(path, data):
         f.write(data)
 
 
+def _frames(raw):
+    """Frame lengths of a segment's bytes."""
+    out = []
+    at = 0
+    while at + 10 <= len(raw):
+        n = 10 + struct.unpack(">H", raw[at:at + 2])[0]
+        out.append(n)
+        at += n
+    return out
+
+
 def _small(value):
     # The format of .boot / .state: crc32 u32 BE | CBOR value.
     body = cbor.encode(value)
@@ -207,6 +218,23 @@ def test_full_log_keeps_oldest_and_counts_dropped():
     d.close()
 
 
+def test_refused_append_seals_the_segment():
+    # Stored seqs inside a segment stay consecutive: after a refusal the next
+    # stored record starts a new segment (see the recovery bound in declog).
+    root = _fresh()
+    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256)
+    got = _fill(d, 0, 14)
+    stored = [s for s in got if s is not None]
+    assert 8 < len(stored) < 14
+    before = _segments(root)
+    assert os.stat(root + "/" + before[-1])[6] < 200  # the last one has room
+    d.ack(d.records(limit=1)[0][0] + 4)  # frees the first segment
+    assert _segments(root) == before[1:]
+    assert d.append(*_args(14)) == 15
+    assert _segments(root) == before[1:] + ["%08d.log" % (int(before[-1][:8]) + 1)]
+    d.close()
+
+
 def test_torn_tail_dropped_at_open():
     for cut in (1, 9, 10, 11, 20):
         root = _fresh()
@@ -219,15 +247,19 @@ def test_torn_tail_dropped_at_open():
         d = DecisionLog(root)
         assert d.records(limit=10) == [_expect(1, 1, 0), _expect(2, 1, 1)], cut
         assert d.damaged == 1
+        # The torn bytes may have held seq 3 (or more if shorter records
+        # could fit): next_seq starts above what they can hold.
+        tail = len(raw) - cut - sum(_frames(raw)[:2])
+        assert d.next_seq == 2 + tail // 21 + 1
         # The torn bytes stay where they are; the next record starts a segment.
         seq = d.append(*_args(5))
-        assert seq == 3
+        assert seq >= 3
         assert _segments(root) == ["00000000.log", "00000001.log"]
         d.close()
         d = DecisionLog(root)
-        assert [r[0] for r in d.records(limit=10)] == [1, 2, 3]
-        assert d.records(limit=10)[2] == _expect(3, 2, 5)
-        assert d.next_seq == 4 and d.boot == 3
+        assert [r[0] for r in d.records(limit=10)] == [1, 2, seq]
+        assert d.records(limit=10)[2] == _expect(seq, 2, 5)
+        assert d.next_seq == seq + 1 and d.boot == 3
         d.close()
 
 
@@ -240,7 +272,30 @@ def test_partial_header_at_tail_dropped():
         f.write(b"\x00\x1c\x00\x00\x00")  # a header cut after 5 bytes
     d = DecisionLog(root)
     assert [r[0] for r in d.records()] == [1, 2, 3] and d.damaged == 1
-    assert d.next_seq == 4
+    assert d.next_seq == 4  # 5 bytes cannot hold a record
+    d.close()
+
+
+def test_damaged_last_segment_never_reuses_seq():
+    # Records 3..10 are lost to a bad byte; their seqs may be at the AS
+    # already, so they are not handed out again, now or after a reopen.
+    root = _fresh()
+    d = DecisionLog(root)
+    _fill(d, 0, 10)
+    d.close()
+    path = root + "/00000000.log"
+    raw = bytearray(_read(path))
+    at = sum(_frames(raw)[:2])
+    raw[at + 5] ^= 0x01  # seq field of record 3
+    _write(path, raw)
+    d = DecisionLog(root)
+    assert [r[0] for r in d.records()] == [1, 2]
+    assert d.next_seq > 10
+    seq = d.append(*_args(10))
+    d.close()
+    d = DecisionLog(root)
+    assert d.next_seq == seq + 1
+    assert [r[0] for r in d.records()] == [1, 2, seq]
     d.close()
 
 
