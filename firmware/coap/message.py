@@ -68,6 +68,10 @@ _PAYLOAD_MARKER = const(0xFF)
 _MAX_TOKEN = const(8)
 _MAX_OPTION_NUMBER = const(65535)
 _MAX_OPTION_LENGTH = const(65804)  # 65535 + 269, sec. 3.1
+# Not an RFC limit: a cap on the option list built from one datagram (each
+# option costs a tuple and a bytes object; a 1152-byte datagram could
+# otherwise declare over a thousand empty options).
+MAX_OPTIONS = const(64)
 
 
 class FormatError(ValueError):
@@ -204,8 +208,9 @@ def _ext(data, pos, end, nibble, what):
     raise FormatError("reserved option %s nibble 15" % what)
 
 
-def parse(data):
-    """Decode one CoAP datagram into a Message or raise FormatError."""
+def parse(data, max_options=MAX_OPTIONS):
+    """Decode one CoAP datagram into a Message or raise FormatError (also
+    when it holds more than `max_options` options)."""
     end = len(data)
     if end < 4:
         raise FormatError("shorter than the 4-byte header")
@@ -243,6 +248,8 @@ def parse(data):
             raise FormatError("option number above 65535")
         if pos + length > end:
             raise FormatError("option value runs past the end")
+        if len(opts) >= max_options:
+            raise FormatError("more than %d options" % max_options)
         opts.append((number, bytes(data[pos:pos + length])))
         pos += length
     return msg

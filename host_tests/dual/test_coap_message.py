@@ -116,6 +116,15 @@ def test_defects():
         raises(FormatError, parse, bytes((0x40 | tkl, 1, 0, 0)) + bytes(tkl))
 
 
+def test_option_count_cap():
+    # 64 empty Uri-Path options parse; one more is refused before the list grows.
+    msg = parse(unhex("4001 0000 b0") + bytes(m.MAX_OPTIONS - 1))
+    assert len(msg.options) == m.MAX_OPTIONS
+    raises(FormatError, parse, unhex("4001 0000 b0") + bytes(m.MAX_OPTIONS))
+    assert len(parse(unhex("4001 0000 b0") + bytes(9), max_options=10).options) == 10
+    raises(FormatError, parse, unhex("4001 0000 b0") + bytes(10), 10)
+
+
 def test_format_error_is_value_error():
     assert issubclass(FormatError, ValueError)
 

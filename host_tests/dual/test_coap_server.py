@@ -248,13 +248,13 @@ def test_malformed_con_gets_rst_others_dropped():
     server, _, _, _ = make()
     # Sec. 4.2: a CON with a format error is rejected with a Reset.
     for hx in ("4001 1234 f0", "4201 1234 71", "4001 1234 ff", "4100 1234 aa",
-               "4f01 1234", "4001 1234 bd", "4000 1234 00"):
+               "4f01 1234", "4001 1234 bd", "4000 1234 00", "4001 1234 b0" + "00" * 64):
         assert server.handle(unhex(hx), PEER) == unhex("70 00 1234"), hx
     # NON/ACK/RST with a format error, unknown versions and short data: silence.
     for hx in ("5001 1234 f0", "6045 1234 ff", "7000 1234 00", "0001 1234", "8001 1234",
                "c001 1234 f0", "", "40", "400112"):
         assert server.handle(unhex(hx), PEER) is None, hx
-    assert server.dropped == 16
+    assert server.dropped == 17
 
 
 def test_empty_and_unexpected_messages():
