@@ -50,7 +50,8 @@ class LockApp:
         for r in cfg.resources:
             res = resources.Protected(b, r)
             self.site.add(tuple(r.path.split("/")), res, res.attrs)
-        self.server = CoapServer(self.site, known_options=(m.BEARER, m.POP), now_ms=clock.uptime_ms)
+        self.server = CoapServer(self.site, known_options=(m.BEARER, m.POP), now_ms=clock.uptime_ms,
+                                 on_error=self._error)
 
     def _restore(self):
         raws = state.restore(self.statefile.load(), self.verifier)
@@ -65,6 +66,10 @@ class LockApp:
                 pass  # expired, revoked or from a key no longer trusted
         self.say("state: %d stored token(s) restored, %d dropped, %d revoked hash(es), %d exi entr(ies)" % (
             kept, len(raws) - kept, len(self.verifier.revoked_hashes), len(self.verifier.exi.entries)))
+
+    def _error(self, exc):
+        # A request that crashed its handler was answered 5.00; the loop goes on.
+        self.say("ERROR %s: %s" % (type(exc).__name__, exc))
 
     def persist(self):
         try:
