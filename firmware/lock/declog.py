@@ -122,8 +122,11 @@ class DecisionLog:
         # seq never goes back, even after every record was acked and deleted.
         self.next_seq = max(hwm, last_seq) + 1
         self._save(".boot", [self.boot, self.next_seq - 1])
+        # Appends continue the last segment only where its seqs stay
+        # consecutive (not after a refused record or a recovered gap).
         last = self._segs[-1] if self._segs else None
-        if last is not None and last[_CLEAN] and last[_SIZE] < segment_bytes:
+        if (last is not None and last[_CLEAN] and last[_SIZE] < segment_bytes
+                and last[_LAST] + 1 == self.next_seq):
             self._cur = last
 
     # -- public API ---------------------------------------------------------

@@ -233,6 +233,17 @@ def test_refused_append_seals_the_segment():
     assert d.append(*_args(14)) == 15
     assert _segments(root) == before[1:] + ["%08d.log" % (int(before[-1][:8]) + 1)]
     d.close()
+    # The same across a reopen: the refusals left a gap after the last record.
+    root = _fresh()
+    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256)
+    _fill(d, 0, 14)
+    d.close()
+    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256)
+    before = _segments(root)
+    d.ack(d.records(limit=1)[0][0] + 4)
+    assert d.append(*_args(14)) == 15
+    assert _segments(root) == before[1:] + ["%08d.log" % (int(before[-1][:8]) + 1)]
+    d.close()
 
 
 def test_torn_tail_dropped_at_open():
@@ -331,23 +342,21 @@ def test_garbage_only_segment_removed_and_numbering_continues():
     d = DecisionLog(root)
     _fill(d, 0, 2)
     d.close()
-    _write(root + "/00000005.log", b"\xff" * 30)
+    _write(root + "/00000005.log", b"\xff" * 45)
     d = DecisionLog(root)
     assert _segments(root) == ["00000000.log"]
     assert d.damaged == 1 and [r[0] for r in d.records()] == [1, 2]
-    d.append(*_args(2))
+    # 45 bytes could have held two records after seq 2: they are skipped,
+    # and the next record starts a segment numbered above every file seen.
+    assert d.next_seq == 5
+    assert d.append(*_args(2)) == 5
     d.close()
-    assert _segments(root) == ["00000000.log"]
-    # Once the last segment is sealed (torn tail), the next one is numbered
-    # above every file seen, removed ones included.
-    _write(root + "/00000007.log", b"\x00")
-    with open(root + "/00000000.log", "ab") as f:
-        f.write(b"\x00")
+    assert _segments(root) == ["00000000.log", "00000006.log"]
     d = DecisionLog(root)
-    assert d.damaged == 2
-    d.append(*_args(3))
+    assert d.next_seq == 6 and [r[0] for r in d.records()] == [1, 2, 5]
+    assert d.append(*_args(3)) == 6  # a clean, consecutive last segment goes on
     d.close()
-    assert _segments(root) == ["00000000.log", "00000008.log"]
+    assert _segments(root) == ["00000000.log", "00000006.log"]
 
 
 def test_corrupt_state_files():
