@@ -199,6 +199,7 @@ MALFORMED = [
     ("RST with a payload", b"\x70\x00\x12\x34\xff\x01", None),
     ("stray ACK response", b"\x60\x45\x12\x34\xff\x31", None),
     ("oversize 1500-byte garbage", b"\xff" * 1500, None),
+    ("the demo server raises: udp.serve must go on", b"raise", None),
     ("oversize 1500-byte CON POST", b"\x40\x02\x12\x34\xb7counter\xff" + b"x" * 1488, 0x8D),
     ("Uri-Path not UTF-8", b"\x40\x01\x12\x34\xb2\xc0\xaf", 0x80),
     ("unknown critical option 9", b"\x40\x01\x12\x34\x91\x00", 0x82),

@@ -2,8 +2,9 @@
 
 usage: micropython coap_demo.py PORT
 Binds UDP 127.0.0.1:PORT and serves GET /hello, POST /counter (counts the
-POSTs it actually executed), GET /counter and /.well-known/core. Prints
-READY once the socket is bound.
+POSTs it actually executed), GET /counter, GET /boom (a handler bug) and
+/.well-known/core. Prints READY once the socket is bound, then every error
+reported through on_error.
 """
 import asyncio
 import socket
@@ -36,13 +37,22 @@ class Boom:
         raise RuntimeError("handler bug")
 
 
+class DemoServer(CoapServer):
+    def handle(self, data, peer, *args):
+        # The datagram "raise" makes the server itself fail, so the test can
+        # show that udp.serve counts the error and keeps serving.
+        if bytes(data) == b"raise":
+            raise RuntimeError("server failure")
+        return super().handle(data, peer, *args)
+
+
 def main():
     port = int(sys.argv[1])
     site = Site()
     site.add(("hello",), Hello(), {"rt": "demo.hello", "ct": 0, "title": "Hello"})
     site.add(("counter",), Counter(), {"rt": "demo.counter", "if": "core.p"})
     site.add(("boom",), Boom(), {"hidden": True})
-    server = CoapServer(site, on_error=lambda e: print("error:", repr(e)))
+    server = DemoServer(site, on_error=lambda e: print("error:", repr(e)))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
     print("READY")
