@@ -121,7 +121,7 @@ def expected(steps, s):
     return e
 
 
-def check(img, e, fails, n):
+def check(img, e, fails, n, stats):
     def bad(msg):
         fails.append("FAIL %d: %s" % (n, msg))
 
@@ -156,6 +156,8 @@ def check(img, e, fails, n):
         fly = e["fly"]
         if extra and (len(extra) > 1 or fly is None or have[extra[0]] != fly):
             bad("unexpected records %r (in flight: %r)" % (extra, fly))
+        if fly is not None:
+            stats["fly_kept" if extra else "fly_lost"] += 1
         if d.next_seq <= e["spent"] or (recs and d.next_seq <= recs[-1][0]):
             bad("next_seq %d goes back (spent %d)" % (d.next_seq, e["spent"]))
         # The log works after the cut: a new record, then a clean reopen.
@@ -196,6 +198,7 @@ def main():
     fails = []
     rnd = seed * 2654435761 & 0xFFFFFFFF or 1
     progs = erases = partial = 0
+    stats = {"fly_kept": 0, "fly_lost": 0}
     for n in range(1, len(ops) + 1):
         s, where, data = ops[n - 1]
         rnd ^= (rnd << 13) & 0xFFFFFFFF
@@ -215,11 +218,13 @@ def main():
             flash.program(where, data)
         if 0 < k < (flash.block_size if data is None else len(data)):
             partial += 1
-        check(cut, expected(steps, s), fails, n)
+        check(cut, expected(steps, s), fails, n, stats)
     for f in fails[:30]:
         print(f)
     appends = [st for st in steps if st[0] == "append"]
     print("capacity=%d segment=%d seed=%d" % (_Cfg.capacity, _Cfg.segment, seed))
+    print("cuts during an append that stored its record: record kept %d, absent %d"
+          % (stats["fly_kept"], stats["fly_lost"]))
     print("cuts=%d progs=%d erases=%d partial=%d steps=%d appends=%d acks=%d dropped=%d failures=%d"
           % (len(ops), progs, erases, partial, len(steps), len(appends),
              len([st for st in steps if st[0] == "ack"]),
