@@ -271,3 +271,43 @@ def test_libcoap_inline_bearer_with_challenge(lock):
     assert _libcoap_code(r)[0] == "2.04", r.stdout + r.stderr
     r = _libcoap(lock, "post", "lock/unlock", [(BEARER, tok), (POP, proof)])
     assert _libcoap_code(r)[0] == "4.01"
+
+
+def test_malformed_datagrams_never_stop_the_lock(lock):
+    """The codec's defect table (RFC 7252 sec. 3, published parser bugs) and
+    ACE-specific garbage, each followed by a valid request that must be
+    served."""
+    from test_coap_udp import MALFORMED
+    ace = [
+        ("PoP garbage", cm.Message(cm.CON, cm.POST, 0, b"\x09", [(11, b"lock"), (11, b"unlock"), (POP, b"\xff\x00")])),
+        ("Bearer 1100 bytes", cm.Message(cm.CON, cm.POST, 0, b"\x09", [(11, b"lock"), (11, b"unlock"),
+                                                                        (BEARER, b"\xd2" * 1100)])),
+        ("authz-info wrong format", cm.Message(cm.CON, cm.POST, 0, b"\x09", [(11, b"authz-info"), (12, b"\x32")],
+                                               b"x")),
+        ("authz-info depth bomb", cm.Message(cm.CON, cm.POST, 0, b"\x09", [(11, b"authz-info")], b"\x81" * 1000)),
+        ("authz-info empty", cm.Message(cm.CON, cm.POST, 0, b"\x09", [(11, b"authz-info")])),
+        ("Error option sent by a client", cm.Message(cm.CON, cm.GET, 0, b"\x09", [(11, b"lock"), (ERROR, b"\x01")])),
+    ]
+    table = [(n, d) for n, d, _ in MALFORMED] + [(n, cm.serialize(msg)) for n, msg in ace]
+    assert len(table) >= 20
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    try:
+        for i, (name, data) in enumerate(table):
+            if len(data) >= 4:
+                data = data[:2] + bytes([0x50, i]) + data[4:]
+            s.sendto(data, ("127.0.0.1", lock.port))
+            ok = cm.Message(cm.CON, cm.GET, 0x6000 + i, b"\x77", [(11, b".well-known"), (11, b"core")])
+            s.sendto(cm.serialize(ok), ("127.0.0.1", lock.port))
+            while True:
+                try:
+                    resp = cm.parse(s.recv(4096))
+                except socket.timeout:
+                    raise AssertionError("no answer after %r:\n%s" % (name, lock.output()))
+                if resp.mid == 0x6000 + i:
+                    assert resp.code == cm.CONTENT, name
+                    break
+                assert resp.code >> 5 in (0, 4, 5), (name, resp)
+        assert lock.alive()
+    finally:
+        s.close()

@@ -22,6 +22,7 @@ MicroPython's asyncio/stream.py does, so waiting allocates nothing.
 """
 import asyncio
 import errno
+import gc
 
 
 async def serve(sock, server, transport="coap", bufsize=1152):
@@ -40,5 +41,10 @@ async def serve(sock, server, transport="coap", bufsize=1152):
             # failure, an ICMP error reported on the socket) is counted.
             if not (e.args and e.args[0] == errno.EAGAIN):
                 server.report(e)
+        except MemoryError as e:
+            # Out of heap: collect before the next try, so a burst that
+            # fragmented the heap does not spin the loop on the same failure.
+            server.report(e)
+            gc.collect()
         except Exception as e:
             server.report(e)
