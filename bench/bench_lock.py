@@ -27,6 +27,7 @@ sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools"), o
 import cbor2  # noqa: E402
 
 import build_mpy  # noqa: E402
+from benchutil import Script, smallest  # noqa: E402
 from coap import message as cm  # noqa: E402
 from lockctl import cose_host as ch  # noqa: E402
 from mp import run_mp  # noqa: E402
@@ -82,12 +83,8 @@ def p256_ms():
     k = ch.gen_key()
     msg = b"bench"
     args = " ".join([ch.pub_bytes(k).hex(), hashlib.sha256(msg).hexdigest(), ch.sign_es256(k, msg).hex()])
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(P256_TIMER)
-    try:
-        r = run_mp([f.name], stdin=args, timeout=120)
-    finally:
-        os.unlink(f.name)
+    with Script(P256_TIMER) as path:
+        r = run_mp([path], stdin=args, timeout=120)
     return float(r.stdout.split()[1])
 
 
@@ -161,15 +158,7 @@ def smallest_sim_heap(tmp, lo=16, hi=256, working=False):
         finally:
             lock.stop()
 
-    if not ok(hi):
-        return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
+    return smallest(ok, lo, hi)
 
 
 def main():

@@ -16,11 +16,12 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools")]
+sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools"), os.path.dirname(os.path.abspath(__file__))]
 
 from lockctl import cose_host as ch  # noqa: E402
 from mp import mpy_cross_exe, run_mp  # noqa: E402
-from tokencases import KID, World  # noqa: E402
+from benchutil import Script, smallest  # noqa: E402
+from tokencases import World  # noqa: E402
 
 TIMER = r"""
 import sys, time, hashlib
@@ -72,25 +73,12 @@ print("OK" if t.allows("unlock") else "NO")
 
 
 def smallest_working(args, mpypath, lo=1, hi=64):
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(WORKING)
-        path = f.name
-    try:
+    with Script(WORKING) as path:
         def ok(k):
             r = run_mp([path], stdin=" ".join(args + [str(k * 1024)]), heapsize="256K", timeout=120,
                        mpypath=mpypath)
             return "OK" in r.stdout
-        if not ok(hi):
-            return None
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return hi
-    finally:
-        os.unlink(path)
+        return smallest(ok, lo, hi)
 
 
 TRUST_CORE = ["cbor.py", "ccm.py", "cose.py", "cwt.py", "p256.py", "p256_gtable.py", "pop.py",
@@ -117,26 +105,13 @@ def compiled_firmware():
 
 
 def smallest_heap(script_args, script, lo=8, hi=256, mpypath=None):
-    """Binary search over K for the smallest heap under which `script` prints OK."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(script)
-        path = f.name
-    try:
+    """The smallest -X heapsize (K) under which `script` prints OK."""
+    with Script(script) as path:
         def ok(k):
             r = run_mp([path], stdin=" ".join(script_args), heapsize="%dK" % k, timeout=120,
                        mpypath=mpypath)
             return "OK" in r.stdout
-        if not ok(hi):
-            return None
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return hi
-    finally:
-        os.unlink(path)
+        return smallest(ok, lo, hi)
 
 
 def main():
@@ -148,13 +123,8 @@ def main():
     d = hashlib.sha256(tbs).digest()
     sg = ch.sign_es256(w.as_key, tbs)
     args = [tok.hex(), pub.hex(), str(w.now)]
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(TIMER)
-        timer = f.name
-    try:
+    with Script(TIMER) as timer:
         r = run_mp([timer], stdin=" ".join(args + [d.hex(), sg.hex()]), timeout=300)
-    finally:
-        os.unlink(timer)
     if "FULL" not in r.stdout:
         print("trust bench failed:", r.stdout, r.stderr)
         return 1

@@ -24,7 +24,8 @@ class Actuator:
 
     # Board hooks -------------------------------------------------------
     def _drive(self, locked):
-        raise NotImplementedError
+        # A board that cannot drive its bolt has nothing to move: fail closed.
+        raise ActuatorFault("this board defines no drive")
 
     def _sense(self):
         """The bolt as a sensor reports it: True locked, False unlocked,
