@@ -12,12 +12,7 @@ ERR_INVALID_TOKEN = const(1)
 ERR_INSUFFICIENT_SCOPE = const(2)
 
 # CoAP codes as class << 5 | detail (RFC 7252 12.1.2).
-_C400 = const(0x80)
-_C401 = const(0x81)
-_C403 = const(0x83)
-_C429 = const(0x9D)
 _C500 = const(0xA0)
-_C503 = const(0xA3)
 
 OK = const(0)
 # Token structure (COSE_Sign1 / CBOR).
@@ -65,67 +60,69 @@ BAD_REQUEST = const(38)
 STORE_FULL = const(39)
 WRONG_SESSION = const(40)
 
-# reason -> (name, Error option value or None, CoAP code)
-TABLE = {
-    OK: ("ok", None, 0x44),
-    TOKEN_MALFORMED: ("token_malformed", ERR_INVALID_TOKEN, _C401),
-    TOKEN_TOO_LARGE: ("token_too_large", ERR_INVALID_TOKEN, _C401),
-    WRONG_TAG: ("wrong_tag", ERR_INVALID_TOKEN, _C401),
-    NOT_COSE_SIGN1: ("not_cose_sign1", ERR_INVALID_TOKEN, _C401),
-    DUPLICATE_PARAMETER: ("duplicate_parameter", ERR_INVALID_TOKEN, _C401),
-    ALG_MISSING: ("alg_missing", ERR_INVALID_TOKEN, _C401),
-    ALG_UNPROTECTED: ("alg_unprotected", ERR_INVALID_TOKEN, _C401),
-    ALG_UNSUPPORTED: ("alg_unsupported", ERR_INVALID_TOKEN, _C401),
-    CRIT_UNPROTECTED: ("crit_unprotected", ERR_INVALID_TOKEN, _C401),
-    CRIT_UNKNOWN: ("crit_unknown", ERR_INVALID_TOKEN, _C401),
-    UNKNOWN_KEY: ("unknown_key", ERR_INVALID_TOKEN, _C401),
-    SIG_FORMAT: ("sig_format", ERR_INVALID_TOKEN, _C401),
-    SIG_INVALID: ("sig_invalid", ERR_INVALID_TOKEN, _C401),
-    CLAIMS_MALFORMED: ("claims_malformed", ERR_INVALID_TOKEN, _C401),
-    ISS_MISMATCH: ("iss_mismatch", ERR_INVALID_TOKEN, _C401),
-    AUD_MISMATCH: ("aud_mismatch", ERR_INVALID_TOKEN, _C401),
-    EXPIRED: ("expired", ERR_INVALID_TOKEN, _C401),
-    NOT_YET_VALID: ("not_yet_valid", ERR_INVALID_TOKEN, _C401),
-    NO_EXPIRY: ("no_expiry", ERR_INVALID_TOKEN, _C401),
-    CLOCK_UNSYNCED: ("clock_unsynced", ERR_INVALID_TOKEN, _C401),
-    REVOKED: ("revoked", ERR_INVALID_TOKEN, _C401),
-    EXI_EXPIRED: ("exi_expired", ERR_INVALID_TOKEN, _C401),
-    SCOPE_INSUFFICIENT: ("scope_insufficient", ERR_INSUFFICIENT_SCOPE, _C403),
-    CNF_INVALID: ("cnf_invalid", ERR_INVALID_TOKEN, _C401),
-    BEARER_NOT_ALLOWED: ("bearer_not_allowed", ERR_INVALID_TOKEN, _C401),
-    POP_MISSING: ("pop_missing", ERR_INVALID_TOKEN, _C401),
-    POP_MALFORMED: ("pop_malformed", ERR_INVALID_REQUEST, _C400),
-    NONCE_UNKNOWN: ("nonce_unknown", ERR_INVALID_TOKEN, _C401),
-    NONCE_EXPIRED: ("nonce_expired", ERR_INVALID_TOKEN, _C401),
-    POP_SIG_INVALID: ("pop_sig_invalid", ERR_INVALID_TOKEN, _C401),
-    # RFC 6750 3.1: no error code when the request carries no authorization.
-    TOKEN_MISSING: ("token_missing", None, _C401),
-    TOKEN_UNKNOWN: ("token_unknown", ERR_INVALID_TOKEN, _C401),
-    PSK_KEY_INVALID: ("psk_key_invalid", ERR_INVALID_TOKEN, _C401),
-    EXI_TABLE_FULL: ("exi_table_full", None, _C503),
-    LOCKED_OUT: ("locked_out", None, _C429),
-    LOG_FAILURE: ("log_failure", None, _C503),
-    ACTUATOR_FAULT: ("actuator_fault", None, _C503),
-    BAD_REQUEST: ("bad_request", ERR_INVALID_REQUEST, _C400),
-    STORE_FULL: ("store_full", None, _C503),
-    WRONG_SESSION: ("wrong_session", ERR_INVALID_TOKEN, _C401),
-}
-
+# Indexed by reason: the name, the Error option value (255: no option) and
+# the CoAP code. Kept as one string and two byte strings rather than a dict
+# of tuples: on the board this table then costs a few objects, not ~80.
+_NAMES = (
+    "ok token_malformed token_too_large wrong_tag not_cose_sign1 "
+    "duplicate_parameter alg_missing alg_unprotected alg_unsupported "
+    "crit_unprotected crit_unknown unknown_key sig_format sig_invalid "
+    "claims_malformed iss_mismatch aud_mismatch expired not_yet_valid "
+    "no_expiry clock_unsynced revoked exi_expired scope_insufficient "
+    "cnf_invalid bearer_not_allowed pop_missing pop_malformed "
+    "nonce_unknown nonce_expired pop_sig_invalid token_missing "
+    "token_unknown psk_key_invalid exi_table_full locked_out log_failure "
+    "actuator_fault bad_request store_full wrong_session "
+)
+_E = const(255)  # no Error option
+_ERRORS = bytes((
+    _E,                                         # 0 ok
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,      # 1-13 token structure, signature
+    1, 1, 1, 1, 1, 1, 1, 1, 1,                  # 14-22 claims, time, revocation
+    2,                                          # 23 scope_insufficient
+    1, 1, 1,                                    # 24-26 cnf, bearer, pop_missing
+    0,                                          # 27 pop_malformed
+    1, 1, 1,                                    # 28-30 nonce, proof signature
+    _E,                                         # 31 token_missing (RFC 6750 3.1)
+    1, 1,                                       # 32-33 token_unknown, psk_key_invalid
+    _E, _E, _E, _E,                             # 34-37 exi table, lockout, log, actuator
+    0,                                          # 38 bad_request
+    _E,                                         # 39 store_full
+    1,                                          # 40 wrong_session
+))
+_CODES = bytes((
+    0x44,                                       # 0 ok: 2.04
+    0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81,  # 1-13: 4.01
+    0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81, 0x81,                          # 14-22: 4.01
+    0x83,                                       # 23: 4.03
+    0x81, 0x81, 0x81,                           # 24-26: 4.01
+    0x80,                                       # 27: 4.00
+    0x81, 0x81, 0x81, 0x81, 0x81, 0x81,         # 28-33: 4.01
+    0xA3,                                       # 34 exi_table_full: 5.03
+    0x9D,                                       # 35 locked_out: 4.29 (RFC 8516)
+    0xA3, 0xA3,                                 # 36-37 log, actuator: 5.03
+    0x80,                                       # 38: 4.00
+    0xA3,                                       # 39 store_full: 5.03
+    0x81,                                       # 40: 4.01
+))
+COUNT = const(41)
 
 def name(reason):
-    e = TABLE.get(reason)
-    return e[0] if e else "unknown_%d" % reason
+    if 0 <= reason < COUNT:
+        return _NAMES.split()[reason]
+    return "unknown_%d" % reason
 
 
 def error_value(reason):
     """The Error option value (0-2) for a reason, or None for no option."""
-    e = TABLE.get(reason)
-    return e[1] if e else ERR_INVALID_REQUEST
+    if 0 <= reason < COUNT:
+        e = _ERRORS[reason]
+        return None if e == _E else e
+    return ERR_INVALID_REQUEST
 
 
 def coap_code(reason):
-    e = TABLE.get(reason)
-    return e[2] if e else _C500
+    return _CODES[reason] if 0 <= reason < COUNT else _C500
 
 
 class Refused(Exception):
