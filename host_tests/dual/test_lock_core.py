@@ -1,0 +1,146 @@
+"""The lock layer's pure parts: token store, lockout, fail-secure actuator,
+and the authorizer's fail-closed paths. CPython and MicroPython."""
+from mpunit import raises
+from lock.actuator import ActuatorFault, SimActuator
+from lock.authz import Authorizer
+from lock.lockout import Lockout
+from lock.tokens import TokenStore
+from trust import pop, reasons
+from trust.verifier import Verifier
+
+
+class _Claims:
+    def __init__(self, pop_key=None, psk_kid=None, scope=("unlock",), cti=None):
+        self.pop_key = pop_key
+        self.psk_kid = psk_kid
+        self.scope = scope
+        self.cti = cti
+        self.sub = "alice"
+        self.exi = None
+        self.cnf_kind = "ec2" if pop_key else ("psk" if psk_kid else None)
+
+
+class _Tok:
+    def __init__(self, h, **kw):
+        self.hash = h
+        self.claims = _Claims(**kw)
+        self.issuer = "https://as"
+        self.raw = h
+
+    def allows(self, p):
+        return p in self.claims.scope
+
+
+def test_store_one_token_per_pop_key():
+    s = TokenStore(4)
+    s.add(_Tok(b"a", pop_key=b"K1"), lambda t: False)
+    s.add(_Tok(b"b", pop_key=b"K1"), lambda t: False)   # supersedes a
+    s.add(_Tok(b"c", pop_key=b"K2"), lambda t: False)
+    assert s.get(b"a") is None and s.get(b"b") and s.get(b"c") and len(s) == 2
+
+
+def test_store_full_evicts_expired_first_then_oldest():
+    s = TokenStore(3)
+    for h in (b"1", b"2", b"3"):
+        s.add(_Tok(h, pop_key=h), lambda t: False)
+    dropped = s.add(_Tok(b"4", pop_key=b"4"), lambda t: t.hash == b"2")
+    assert [t.hash for t in dropped] == [b"2"]
+    assert s.get(b"1") and s.get(b"3") and s.get(b"4")
+    dropped = s.add(_Tok(b"5", pop_key=b"5"), lambda t: False)
+    assert [t.hash for t in dropped] == [b"1"] and len(s) == 3
+
+
+def test_store_candidates_newest_first_with_permission():
+    s = TokenStore(4)
+    s.add(_Tok(b"1", pop_key=b"1", scope=("status",)), lambda t: False)
+    s.add(_Tok(b"2", pop_key=b"2"), lambda t: False)
+    s.add(_Tok(b"3", pop_key=b"3"), lambda t: False)
+    s.add(_Tok(b"4", psk_kid=b"p"), lambda t: False)
+    assert [t.hash for t in s.candidates("unlock")] == [b"3", b"2"]
+    assert s.by_psk_kid(b"p").hash == b"4"
+
+
+def test_lockout_window_penalty_and_bound():
+    lo = Lockout(max_failures=3, window_s=10, penalty_s=5, capacity=2)
+    for t in (0, 1000, 2000):
+        assert lo.remaining_s("a", t) == 0
+        lo.failure("a", t)
+    assert lo.remaining_s("a", 2500) == 5
+    assert lo.remaining_s("a", 7001) == 0
+    lo.failure("b", 0)
+    lo.failure("b", 11000)          # outside the window: counts from 1 again
+    lo.failure("b", 11001)
+    assert lo.remaining_s("b", 11002) == 0
+    lo.failure("c", 0)               # table full: the idle one is forgotten
+    assert len(lo.peers) <= 2
+    lo.success("c")
+    assert "c" not in lo.peers
+
+
+def test_actuator_fail_secure():
+    t = [0]
+    events = []
+    a = SimActuator(lambda: t[0], 1000, lambda w, y: events.append(w))
+    assert a.state() == "locked" and a.history == ["lock"] and events == ["locked"]
+    a.unlock()
+    t[0] = 999
+    a.poll()
+    assert a.state() == "unlocked"
+    t[0] = 1000
+    a.poll()
+    assert a.state() == "locked" and a.history[-1] == "lock"
+    a.set_fault("jammed")
+    raises(ActuatorFault, a.unlock)
+    assert a.state() == "locked"
+    a.lock()                         # locking is always attempted
+    a.clear_fault()
+    a.sensor = False                 # bolt sensor says unlocked while locked
+    assert a.ready() is not None and a.fault
+
+
+class _Log:
+    def __init__(self, fail=False):
+        self.fail = fail
+        self.rows = []
+
+    def append(self, *row):
+        if self.fail:
+            raise OSError(28)
+        self.rows.append(row)
+        return len(self.rows)
+
+
+class _Clock:
+    def wall(self):
+        return 1000
+
+    def uptime_ms(self):
+        return 5000
+
+    def uptime_s(self):
+        return 5
+
+
+def _authz(log):
+    v = Verifier("lock-1", [])
+    return Authorizer("lock-1", v, TokenStore(4), pop.NonceTable(lambda: 0), _Clock(), log, Lockout())
+
+
+def test_decision_without_token_is_logged_deny():
+    log = _Log()
+    d = _authz(log).decide("unlock", "coap", "peer")
+    assert not d.granted and d.reason == reasons.TOKEN_MISSING and d.seq == 1
+    assert log.rows[0][3] == "unlock" and log.rows[0][6] is False and log.rows[0][7] == reasons.TOKEN_MISSING
+
+
+def test_unwritable_log_turns_decision_into_deny():
+    az = _authz(_Log(fail=True))
+    d = az.decide("unlock", "coap", "peer", bearer=b"\x00" * 10)
+    assert not d.granted and d.reason == reasons.LOG_FAILURE
+
+
+def test_unknown_hash_reference_and_garbage():
+    az = _authz(_Log())
+    assert az.decide("unlock", "coap", "p", bearer=b"\x11" * 32).reason == reasons.TOKEN_UNKNOWN
+    assert az.decide("unlock", "coap", "p", bearer=b"\xd2\x84").reason == reasons.TOKEN_MALFORMED
+    assert az.decide("unlock", "coap", "p", proof=b"\x82").reason == reasons.POP_MALFORMED
