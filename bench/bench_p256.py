@@ -10,9 +10,11 @@ and prints ms per verify and the ratios ours/python-ecdsa and ours/OpenSSL;
 then (d) the smallest `micropython -X heapsize` under which one verify
 succeeds, and (e) the .mpy sizes (mpy-cross -march=xtensawin).
 
-Every key is fresh (no per-key caching). Timings are the best of R rounds of
-the mean over K keys, for all three implementations alike; the median
-round is printed too. Figures only: nothing is asserted.
+Every key is fresh (no per-key caching). Each signature is timed alone,
+many times, in bursts that alternate between the implementations; "best"
+is the mean over the keys of each key's fastest time (the least disturbed
+by other load on the machine), "median" the mean of each key's median. Both
+are computed alike for all three. Figures only: nothing is asserted.
 """
 import argparse
 import hashlib
@@ -40,16 +42,20 @@ for line in sys.stdin:
     if len(f) == 3:
         cases.append((unhexlify(f[0]), unhexlify(f[1]), unhexlify(f[2])))
 rounds = int(sys.argv[1])
+verify = p256.verify
+tu = time.ticks_us
+td = time.ticks_diff
 for pk, d, sg in cases:          # warm-up and correctness
-    if not p256.verify(pk, d, sg):
+    if not verify(pk, d, sg):
         print("FAIL")
         sys.exit(1)
 for _ in range(rounds):
-    t0 = time.ticks_us()
+    out = []
     for pk, d, sg in cases:
-        p256.verify(pk, d, sg)
-    dt = time.ticks_diff(time.ticks_us(), t0)
-    print("ROUND %.4f" % (dt / len(cases) / 1000))
+        t0 = tu()
+        verify(pk, d, sg)
+        out.append(td(tu(), t0))
+    print("ROUND " + " ".join(str(t) for t in out))
 """
 
 MP_HEAP = r"""
@@ -79,12 +85,15 @@ def make_cases(k):
     return cases
 
 
-def summary(rounds):
-    rounds = sorted(rounds)
-    return rounds[0], rounds[len(rounds) // 2]
+def summary(per_case):
+    """per_case[j] = timings (ms) of case j over all rounds. Returns
+    (best, median): the mean over cases of each case's minimum / median."""
+    best = sum(min(t) for t in per_case) / len(per_case)
+    med = sum(sorted(t)[len(t) // 2] for t in per_case) / len(per_case)
+    return best, med
 
 
-def bench_micropython(cases, rounds):
+def bench_micropython(cases, rounds, acc):
     stdin = "".join("%s %s %s\n" % (pk.hex(), dg.hex(), sig.hex()) for pk, _, dg, sig, _, _ in cases)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(MP_TIMER)
@@ -93,41 +102,39 @@ def bench_micropython(cases, rounds):
         r = run_mp([script, str(rounds)], stdin=stdin)
     finally:
         os.unlink(script)
-    vals = [float(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("ROUND")]
-    if r.returncode or not vals:
+    lines = [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("ROUND")]
+    if r.returncode or not lines:
         raise SystemExit("micropython benchmark failed:\n" + r.stdout + r.stderr)
-    return summary(vals)
+    for line in lines:
+        for j, us in enumerate(line):
+            acc[j].append(int(us) / 1000)
 
 
-def bench_python_ecdsa(cases, rounds):
+def bench_python_ecdsa(cases, rounds, acc):
     from ecdsa import NIST256p, VerifyingKey
     from ecdsa.util import sigdecode_string
 
-    vals = []
     for _ in range(rounds):
-        # a fresh VerifyingKey per verify: no per-key precomputation carried over
-        keys = [VerifyingKey.from_string(pk, curve=NIST256p, hashfunc=hashlib.sha256)
-                for pk, _, _, _, _, _ in cases]
-        t0 = time.perf_counter()
-        for vk, (_, msg, _, sig, _, _) in zip(keys, cases):
-            if not vk.verify(sig, msg, sigdecode=sigdecode_string):
+        for j, (pk, msg, _, sig, _, _) in enumerate(cases):
+            # a fresh VerifyingKey each time: no per-key precomputation
+            vk = VerifyingKey.from_string(pk, curve=NIST256p, hashfunc=hashlib.sha256)
+            t0 = time.perf_counter()
+            ok = vk.verify(sig, msg, sigdecode=sigdecode_string)
+            acc[j].append((time.perf_counter() - t0) * 1000)
+            if not ok:
                 raise SystemExit("python-ecdsa rejected a signature")
-        vals.append((time.perf_counter() - t0) / len(cases) * 1000)
-    return summary(vals)
 
 
-def bench_openssl(cases, rounds):
+def bench_openssl(cases, rounds, acc):
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    vals = []
     algo = ec.ECDSA(hashes.SHA256())
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _, msg, _, _, der, pub in cases:
+        for j, (_, msg, _, _, der, pub) in enumerate(cases):
+            t0 = time.perf_counter()
             pub.verify(der, msg, algo)
-        vals.append((time.perf_counter() - t0) / len(cases) * 1000)
-    return summary(vals)
+            acc[j].append((time.perf_counter() - t0) * 1000)
 
 
 def heap_ok(case, kb):
@@ -169,25 +176,30 @@ def mpy_sizes():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=8, help="distinct random keys (default 8)")
-    ap.add_argument("--rounds", type=int, default=7, help="timing rounds (default 7)")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds per burst (default 10)")
+    ap.add_argument("--bursts", type=int, default=4, help="alternating bursts (default 4)")
     a = ap.parse_args()
 
     cases = make_cases(a.keys)
-    # interleave the measurements so that machine load hits all of them alike
-    ours_b, ours_m = bench_micropython(cases, a.rounds)
-    pe_b, pe_m = bench_python_ecdsa(cases, a.rounds)
-    ossl_b, ossl_m = bench_openssl(cases, a.rounds)
-    ours2_b, ours2_m = bench_micropython(cases, a.rounds)
-    ours_b = min(ours_b, ours2_b)
-    ours_m = min(ours_m, ours2_m)
+    ours = [[] for _ in cases]
+    pe = [[] for _ in cases]
+    ossl = [[] for _ in cases]
+    # Alternate short bursts so that changes in machine speed hit all alike.
+    for _ in range(a.bursts):
+        bench_micropython(cases, a.rounds, ours)
+        bench_python_ecdsa(cases, a.rounds, pe)
+        bench_openssl(cases, a.rounds, ossl)
+    ours_b, ours_m = summary(ours)
+    pe_b, pe_m = summary(pe)
+    ossl_b, ossl_m = summary(ossl)
 
-    print("ECDSA P-256 verify, %d fresh keys, best (median) of %d rounds" % (a.keys, a.rounds))
+    print("ECDSA P-256 verify, %d fresh random keys, %d timings each" % (a.keys, a.bursts * a.rounds))
     print("  %-34s %9s %9s" % ("implementation", "ms best", "ms median"))
     print("  %-34s %9.3f %9.3f" % ("trust/p256.py on MicroPython", ours_b, ours_m))
     print("  %-34s %9.3f %9.3f" % ("python-ecdsa on CPython", pe_b, pe_m))
     print("  %-34s %9.3f %9.3f" % ("OpenSSL (cryptography) on CPython", ossl_b, ossl_m))
-    print("  ratio ours / python-ecdsa: %.2f (median %.2f)" % (ours_b / pe_b, ours_m / pe_m))
-    print("  ratio ours / OpenSSL:      %.0f (median %.0f)" % (ours_b / ossl_b, ours_m / ossl_m))
+    print("  ratio ours / python-ecdsa: %.2f (medians: %.2f)" % (ours_b / pe_b, ours_m / pe_m))
+    print("  ratio ours / OpenSSL:      %.0f (medians: %.0f)" % (ours_b / ossl_b, ours_m / ossl_m))
 
     kb = smallest_heap(cases[0])
     print("smallest micropython -X heapsize for one verify: %s" % ("%dK" % kb if kb else "> 64K"))

@@ -1,7 +1,13 @@
 """Generate firmware/trust/p256_gtable.py: affine odd multiples of the P-256
 base point G, used by the fixed-base half of p256.verify (wNAF, window W).
 
-usage: python tools/gen_p256_table.py [W]      (default W=7 -> 32 points)
+usage: python tools/gen_p256_table.py [W]      (default W=8 -> 64 points)
+
+The table is one bytes constant, x||y (32 bytes each, big-endian) per
+point: 64 bytes a point, 4 KB for W=8. As a bytes object it costs a
+quarter of the RAM the same numbers would take as Python ints (and none
+when the module is frozen into flash); p256.py turns an entry into ints
+only when it uses it (two int.from_bytes per addition).
 
 Plain CPython integer arithmetic; the output is checked against an
 independent implementation (the `cryptography` package) when available.
@@ -48,10 +54,11 @@ def crosscheck(pts):
 
 
 def main():
-    w = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    w = int(sys.argv[1]) if len(sys.argv) > 1 else 8
     count = 1 << (w - 2)
     pts = odd_multiples(count)
     crosscheck(pts)
+    raw = b"".join(x.to_bytes(32, "big") + y.to_bytes(32, "big") for x, y in pts)
     lines = [
         '"""P-256 fixed-base table (trust core / crypto): affine odd multiples',
         "1G, 3G, ..., %dG of the base point, for the window-%d wNAF in p256.py." % (2 * count - 1, w),
@@ -61,16 +68,15 @@ def main():
         "",
         "W = %d" % w,
         "",
-        "# x and y coordinates of (2k+1)G, k = 0..%d" % (count - 1),
-        "X = (",
+        "# (2k+1)G for k = 0..%d: x (32 bytes, big-endian) then y, 64 bytes a point" % (count - 1),
+        "T = (",
     ]
-    lines += ["    0x%064x," % x for x, _ in pts]
-    lines += [")", "", "Y = ("]
-    lines += ["    0x%064x," % y for _, y in pts]
+    for i in range(0, len(raw), 32):
+        lines.append('    b"' + "".join("\\x%02x" % c for c in raw[i:i + 32]) + '"')
     lines += [")", ""]
     with open(OUT, "w") as f:
         f.write("\n".join(lines))
-    print("wrote %s (%d points)" % (OUT, count))
+    print("wrote %s (%d points, %d bytes)" % (OUT, count, len(raw)))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,17 @@ malformed gives False; nothing raises.
 
 Method: R = u1*G + u2*Q in Jacobian coordinates (x = X/Z^2, y = Y/Z^3) with
 one shared chain of doublings (Shamir/Straus interleaving):
-  * u1*G uses a width-7 wNAF over a precomputed affine table of odd
-    multiples of G (p256_gtable, 32 points);
+  * u1*G uses a width-8 wNAF over a precomputed affine table of odd
+    multiples of G (p256_gtable: 64 points kept as 4 KB of bytes, turned
+    into ints only when used);
   * u2*Q uses a width-5 wNAF over 8 odd multiples of Q computed per call with
     co-Z additions and made affine with one field inversion;
   * both table kinds are added with mixed Jacobian+affine additions;
   * the result is compared with r in Jacobian form (no final inversion).
 Reductions `% p` are done only where a value is multiplied again.
 """
+
+import sys
 
 from micropython import const
 
@@ -31,21 +34,63 @@ _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 
 _WQ = const(5)  # wNAF width for the per-call Q table (8 odd multiples)
 
-_GX = _gt.X
-_GY = _gt.Y
+# Bits handled as small ints by the Lehmer steps of _inv: 60 where small
+# ints are 63-bit (64-bit builds, CPython), 28 on 32-bit ports (ESP32).
+_LK = 60 if sys.maxsize > 1 << 40 else 28
+
+_GT = memoryview(_gt.T)  # (2k+1)G as x||y, 64 bytes each
 _WG = _gt.W
 
 
 def _inv(a, m):
-    """a^-1 mod m (m prime, 0 < a < m), extended Euclid."""
-    b = m
-    x0 = 1
-    x1 = 0
-    while b:
-        q = a // b
-        a, b = b, a - q * b
+    """a^-1 mod m for a prime m < 2^256 and 0 < a < m.
+
+    Extended Euclid with Lehmer's speed-up (Knuth, TAOCP vol. 2, 4.5.2,
+    Algorithm L): runs of quotient steps are found on the leading _LK bits
+    as small ints and applied to the big numbers at once. Only the
+    cofactor of a is kept: u = x0*a, v = x1*a (mod m)."""
+    u = m
+    v = a
+    x0 = 0
+    x1 = 1
+    k = _LK
+    low = 1 << (k - 8)
+    sh = 256 - k
+    while v >> k:
+        uh = u >> sh
+        while uh < low and sh:
+            sh = sh - 8 if sh > 8 else 0
+            uh = u >> sh
+        vh = v >> sh
+        A = 1
+        B = 0
+        C = 0
+        D = 1
+        while True:
+            t = vh + C
+            w = vh + D
+            if not t or not w:
+                break
+            q = (uh + A) // t
+            if q != (uh + B) // w:
+                break
+            A, C = C, A - q * C
+            B, D = D, B - q * D
+            uh, vh = vh, uh - q * vh
+        if B:
+            u, v = A * u + B * v, C * u + D * v
+            x0, x1 = A * x0 + B * x1, C * x0 + D * x1
+        else:
+            q, t = divmod(u, v)
+            u = v
+            v = t
+            x0, x1 = x1, x0 - q * x1
+    while v > 1:
+        q, t = divmod(u, v)
+        u = v
+        v = t
         x0, x1 = x1, x0 - q * x1
-    return x0 % m
+    return x1 % m
 
 
 def _parse_point(pubkey):
@@ -87,19 +132,23 @@ def _wnaf(k, w, out):
             k >>= 8
             i += 8
             continue
-        tz = 0
-        while not low & 1:
+        if not low & 1:
+            # skip the run of zero digits below the next set bit
+            tz = 1
             low >>= 1
-            tz += 1
-        i += tz
-        d = (k >> tz) & mask
+            while not low & 1:
+                low >>= 1
+                tz += 1
+            k >>= tz
+            i += tz
+        d = k & mask
         if d >= half:
             d -= full
             out[i] = ((-d) >> 1 << 2) | 3
         else:
             out[i] = (d >> 1 << 2) | 1
-        k = ((k >> tz) - d) >> w
         top = i
+        k = (k - d) >> w  # the next w-1 digits are zero
         i += w
     return top
 
@@ -213,49 +262,89 @@ def _verify(pubkey, digest, sig):
     if top < 0:
         return False
     qx, qy = _qtable(q[0], q[1])
-    gx = _GX
-    gy = _GY
+    gt = _GT
     p = _P
+    # Accumulator (X, Y, Z), Jacobian. Between additions it carries 2*Y
+    # instead of Y: that saves two small multiplications per doubling.
+    # It starts as the point at infinity (Z = 0) at the top digit.
     X = Y = 1
     Z = 0
-    for i in range(top, -1, -1):
-        if Z:
-            # Doubling, a = -3 (dbl-2001-b, EFD).
-            d = Z * Z % p
-            g = Y * Y % p
-            b = X * g % p
-            a = 3 * (X - d) * (X + d) % p
-            X3 = (a * a - (b << 3)) % p
-            Z = (Y * Z << 1) % p
-            Y = (a * ((b << 2) - X3) - (g * g << 3)) % p
-            X = X3
-        for tx, ty, c in ((gx, gy, dg[i]), (qx, qy, dq[i])):
-            if not c:
-                continue
-            x2 = tx[c >> 2]
-            y2 = ty[c >> 2]
-            if c & 2:
-                y2 = p - y2
-            if not Z:
-                X = x2
-                Y = y2
-                Z = 1
-                continue
-            # Mixed addition (madd-2004-hmv style, EFD).
-            zz = Z * Z % p
-            H = x2 * zz % p - X
-            R = y2 * (Z * zz % p) % p - Y
-            if not H:
-                if R:
-                    Z = 0
+    i = top
+    while True:
+        cg = dg[i]
+        cq = dq[i]
+        if cg or cq:
+            # 2Y -> Y: halve mod p
+            if Y & 1:
+                Y += p
+            Y >>= 1
+            if cg:
+                j = (cg & 0xFC) << 4
+                x2 = int.from_bytes(gt[j:j + 32], "big")
+                y2 = int.from_bytes(gt[j + 32:j + 64], "big")
+                if cg & 2:
+                    y2 = p - y2
+                if Z:
+                    # Mixed Jacobian + affine addition (madd-2004-hmv, EFD).
+                    zz = Z * Z % p
+                    H = x2 * zz % p - X
+                    R = y2 * (Z * zz % p) % p - Y
+                    if H:
+                        HH = H * H % p
+                        HHH = H * HH % p
+                        V = X * HH % p
+                        X3 = (R * R - HHH - (V << 1)) % p
+                        Y = (R * (V - X3) - Y * HHH) % p
+                        X = X3
+                        Z = Z * H % p
+                    elif R:
+                        Z = 0  # P + (-P)
+                    else:
+                        X, Y, Z = _dbl(X, Y, Z)  # P + P
                 else:
-                    X, Y, Z = _dbl(X, Y, Z)
-                continue
-            HH = H * H % p
-            HHH = H * HH % p
-            V = X * HH % p
-            X3 = (R * R - HHH - (V << 1)) % p
-            Y = (R * (V - X3) - Y * HHH) % p
-            X = X3
-            Z = Z * H % p
+                    X = x2
+                    Y = y2
+                    Z = 1
+            if cq:
+                x2 = qx[cq >> 2]
+                y2 = qy[cq >> 2]
+                if cq & 2:
+                    y2 = p - y2
+                if Z:
+                    # (same addition with the Q table)
+                    zz = Z * Z % p
+                    H = x2 * zz % p - X
+                    R = y2 * (Z * zz % p) % p - Y
+                    if H:
+                        HH = H * H % p
+                        HHH = H * HH % p
+                        V = X * HH % p
+                        X3 = (R * R - HHH - (V << 1)) % p
+                        Y = (R * (V - X3) - Y * HHH) % p
+                        X = X3
+                        Z = Z * H % p
+                    elif R:
+                        Z = 0  # P + (-P)
+                    else:
+                        X, Y, Z = _dbl(X, Y, Z)  # P + P
+                else:
+                    X = x2
+                    Y = y2
+                    Z = 1
+            Y <<= 1
+        if not i:
+            break
+        i -= 1
+        # Doubling, a = -3: dbl-2001-b (EFD) rewritten for Y' = 2Y:
+        #   g = Y'^2 = 4Y^2, b = X*g = 4XY^2, a = 3(X - Z^2)(X + Z^2),
+        #   X3 = a^2 - 2b, Z3 = Y'*Z = 2YZ, Y3' = 2*Y3 = 2a(b - X3) - g^2.
+        # Infinity (Z = 0) stays Z = 0.
+        d = Z * Z % p
+        g = Y * Y % p
+        b = X * g % p
+        a = 3 * (X - d) * (X + d) % p
+        X3 = (a * a - (b << 1)) % p
+        Z = Y * Z % p
+        Y = ((a * (b - X3) << 1) - g * g) % p
+        X = X3
     return _check_r(X, Z, r)
