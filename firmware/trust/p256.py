@@ -120,36 +120,42 @@ def point_valid(pubkey):
 def _wnaf(k, w, out):
     """Width-w NAF of k >= 0 into the bytearray out: out[i] = 0 for a zero
     digit, else 4*j+1 for digit +(2j+1) and 4*j+3 for -(2j+1).
-    Returns the index of the highest non-zero digit (-1 if k == 0)."""
+    Returns the index of the highest non-zero digit (-1 if k == 0).
+
+    Digits are found with small ints on 24-bit slices of k (a window never
+    crosses the slice end); k itself is touched three times per slice."""
     full = 1 << w
     half = full >> 1
     mask = full - 1
+    lim = 24 - w
     i = 0
     top = -1
     while k:
-        low = k & 0xFF
+        low = k & 0xFFFFFF
         if not low:
-            k >>= 8
-            i += 8
+            k >>= 24
+            i += 24
             continue
-        if not low & 1:
-            # skip the run of zero digits below the next set bit
-            tz = 1
-            low >>= 1
-            while not low & 1:
-                low >>= 1
-                tz += 1
-            k >>= tz
-            i += tz
-        d = k & mask
-        if d >= half:
-            d -= full
-            out[i] = ((-d) >> 1 << 2) | 3
-        else:
-            out[i] = (d >> 1 << 2) | 1
-        top = i
-        k = (k - d) >> w  # the next w-1 digits are zero
-        i += w
+        orig = low
+        pos = 0
+        while pos <= lim:
+            v = low >> pos
+            if v & 1:
+                d = v & mask
+                if d >= half:
+                    d -= full
+                    out[i + pos] = ((-d) >> 1 << 2) | 3
+                else:
+                    out[i + pos] = (d >> 1 << 2) | 1
+                low -= d << pos  # the next w-1 digits are zero
+                top = i + pos
+                pos += w
+            elif v:
+                pos += 1
+            else:
+                pos = lim + 1
+        k = (k - orig + low) >> pos
+        i += pos
     return top
 
 
@@ -165,57 +171,48 @@ def _dbl(X, Y, Z):
 
 
 def _qtable(x, y):
-    """Affine odd multiples Q, 3Q, ..., 15Q as two lists (xs, ys)."""
+    """Affine odd multiples Q, 3Q, ..., 15Q of Q = (x, y) as one flat list
+    [x1, y1, x3, y3, ...]."""
     p = _P
-    # 2Q and Q on the same Z (DBLU: Goundar, Joye, Miyaji, Rivain,
+    # 2Q, and Q on the same Z = 2y (DBLU: Goundar, Joye, Miyaji, Rivain,
     # Venelli, "Scalar multiplication on Weierstrass elliptic curves from
-    # Co-Z arithmetic", 2011), Z = 2y.
-    xx = x * x % p
+    # Co-Z arithmetic", 2011).
     yy = y * y % p
-    L = yy * yy % p
-    S = (x * yy << 2) % p          # x * Z^2
-    M = 3 * (xx - 1)               # 3x^2 + a
-    TX = (M * M - (S << 1)) % p
-    L8 = (L << 3) % p              # y * Z^3
-    TY = (M * (S - TX) - L8) % p
-    z0 = (y << 1) % p
-    # Odd multiples with ZADDU (Meloni 2007): (P, T) -> (P + T, T'),
-    # all sharing Z_k = Z_(k-1) * h_k.
-    PX = S
-    PY = L8
-    n = 1 << (_WQ - 2)
-    jx = [0] * n
-    jy = [0] * n
-    hs = [0] * n
-    for k in range(1, n):
+    PX = (x * yy << 2) % p          # x * Z^2
+    PY = (yy * yy << 3) % p         # y * Z^3
+    M = 3 * (x * x % p - 1)         # 3x^2 + a
+    TX = (M * M - (PX << 1)) % p
+    TY = (M * (PX - TX) - PY) % p
+    z = (y << 1) % p
+    # (2k+1)Q = (2k-1)Q + 2Q with ZADDU (Meloni 2007): (P, T) -> (P + T, T')
+    # on a common new Z = Z * h. The Z values form a chain Z_k = Z_(k-1)*h_k.
+    n2 = 2 << (_WQ - 2)
+    tab = [0] * n2
+    hs = [0] * n2
+    tab[0] = x
+    tab[1] = y
+    for k in range(2, n2, 2):
         h = TX - PX
         C = h * h % p
         W1 = TX * C % p
         W2 = PX * C % p
         dy = TY - PY
-        A1 = TY * (W1 - W2) % p
+        TY = TY * (W1 - W2) % p
         PX = (dy * dy - W1 - W2) % p
-        PY = (dy * (W1 - PX) - A1) % p
+        PY = (dy * (W1 - PX) - TY) % p
         TX = W1
-        TY = A1
-        jx[k] = PX
-        jy[k] = PY
+        tab[k] = PX
+        tab[k + 1] = PY
         hs[k] = h
-    # One inversion of Z_(n-1), then walk the Z chain back down.
-    z = z0
-    for k in range(1, n):
-        z = z * hs[k] % p
+        z = z * h % p
+    # One inversion of the last Z, then down the chain to affine.
     zi = _inv(z, p)
-    xs = [0] * n
-    ys = [0] * n
-    xs[0] = x
-    ys[0] = y
-    for k in range(n - 1, 0, -1):
+    for k in range(n2 - 2, 0, -2):
         zi2 = zi * zi % p
-        xs[k] = jx[k] * zi2 % p
-        ys[k] = jy[k] * (zi2 * zi % p) % p
+        tab[k] = tab[k] * zi2 % p
+        tab[k + 1] = tab[k + 1] * (zi2 * zi % p) % p
         zi = zi * hs[k] % p
-    return xs, ys
+    return tab
 
 
 def _check_r(X, Z, r):
@@ -261,7 +258,8 @@ def _verify(pubkey, digest, sig):
     top = max(_wnaf(u1, _WG, dg), _wnaf(u2, _WQ, dq))
     if top < 0:
         return False
-    qx, qy = _qtable(q[0], q[1])
+    qt = _qtable(q[0], q[1])
+    frombytes = int.from_bytes
     gt = _GT
     p = _P
     # Accumulator (X, Y, Z), Jacobian. Between additions it carries 2*Y
@@ -280,8 +278,8 @@ def _verify(pubkey, digest, sig):
             Y >>= 1
             if cg:
                 j = (cg & 0xFC) << 4
-                x2 = int.from_bytes(gt[j:j + 32], "big")
-                y2 = int.from_bytes(gt[j + 32:j + 64], "big")
+                x2 = frombytes(gt[j:j + 32], "big")
+                y2 = frombytes(gt[j + 32:j + 64], "big")
                 if cg & 2:
                     y2 = p - y2
                 if Z:
@@ -306,8 +304,9 @@ def _verify(pubkey, digest, sig):
                     Y = y2
                     Z = 1
             if cq:
-                x2 = qx[cq >> 2]
-                y2 = qy[cq >> 2]
+                j = (cq >> 1) & 0xFE
+                x2 = qt[j]
+                y2 = qt[j + 1]
                 if cq & 2:
                     y2 = p - y2
                 if Z:
