@@ -160,6 +160,14 @@ def cmd_sim(a):
         _die("cannot start %s: %s" % (cmd[0], e))
 
 
+def cmd_deploy(a):
+    from .deploy import DeployError, deploy
+    try:
+        deploy(a.port, a.bundle, a.wifi, a.dry_run)
+    except DeployError as e:
+        _die(str(e))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="lockctl", description=__doc__)
     p.add_argument("--version", action="version", version="lockctl " + __version__)
@@ -217,6 +225,13 @@ def main(argv=None):
     s.add_argument("--state", help="directory for the flash image (default var/sim)")
     s.add_argument("--port", type=int)
     s.set_defaults(fn=cmd_sim)
+
+    s = sub.add_parser("deploy", help="copy firmware (.mpy for xtensawin) and a bundle to an ESP32 with mpremote")
+    s.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
+    s.add_argument("--bundle", required=True)
+    s.add_argument("--wifi", help='JSON file {"ssid": ..., "password": ...} to copy as /wifi.json')
+    s.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
+    s.set_defaults(fn=cmd_deploy)
 
     a = p.parse_args(argv)
     a.fn(a)
