@@ -117,9 +117,9 @@ def point_valid(pubkey):
         return False
 
 
-def _wnaf(k, w, out):
-    """Width-w NAF of k >= 0 into the bytearray out: out[i] = 0 for a zero
-    digit, else 4*j+1 for digit +(2j+1) and 4*j+3 for -(2j+1).
+def _wnaf(k, w, out, sh):
+    """Width-w NAF of k >= 0, or-ed into the list out at bit sh: a zero
+    digit adds nothing, digit +(2j+1) adds 4*j+1, -(2j+1) adds 4*j+3.
     Returns the index of the highest non-zero digit (-1 if k == 0).
 
     Digits are found with small ints on 24-bit slices of k (a window never
@@ -144,9 +144,9 @@ def _wnaf(k, w, out):
                 d = v & mask
                 if d >= half:
                     d -= full
-                    out[i + pos] = ((-d) >> 1 << 2) | 3
+                    out[i + pos] |= (((-d) >> 1 << 2) | 3) << sh
                 else:
-                    out[i + pos] = (d >> 1 << 2) | 1
+                    out[i + pos] |= ((d >> 1 << 2) | 1) << sh
                 low -= d << pos  # the next w-1 digits are zero
                 top = i + pos
                 pos += w
@@ -253,9 +253,10 @@ def _verify(pubkey, digest, sig):
     u1 = e * w % n
     u2 = r * w % n
 
-    dg = bytearray(264)
-    dq = bytearray(264)
-    top = max(_wnaf(u1, _WG, dg), _wnaf(u2, _WQ, dq))
+    # Digits of both scalars, one entry per bit position:
+    # G code | Q code << 8 (codes as in _wnaf).
+    ev = [0] * 264
+    top = max(_wnaf(u1, _WG, ev, 0), _wnaf(u2, _WQ, ev, 8))
     if top < 0:
         return False
     qt = _qtable(q[0], q[1])
@@ -267,15 +268,26 @@ def _verify(pubkey, digest, sig):
     # It starts as the point at infinity (Z = 0) at the top digit.
     X = Y = 1
     Z = 0
-    i = top
-    while True:
-        cg = dg[i]
-        cq = dq[i]
-        if cg or cq:
+    for i in range(top, -1, -1):
+        if Z:
+            # Doubling, a = -3: dbl-2001-b (EFD) rewritten for Y' = 2Y:
+            #   g = Y'^2 = 4Y^2, b = X*g = 4XY^2, a = 3(X - Z^2)(X + Z^2),
+            #   X3 = a^2 - 2b, Z3 = Y'*Z = 2YZ, Y3' = 2*Y3 = 2a(b - X3) - g^2.
+            d = Z * Z % p
+            g = Y * Y % p
+            b = X * g % p
+            a = 3 * (X - d) * (X + d) % p
+            X3 = (a * a - (b << 1)) % p
+            Z = Y * Z % p
+            Y = ((a * (b - X3) << 1) - g * g) % p
+            X = X3
+        c = ev[i]
+        if c:
             # 2Y -> Y: halve mod p
             if Y & 1:
                 Y += p
             Y >>= 1
+            cg = c & 0xFF
             if cg:
                 j = (cg & 0xFC) << 4
                 x2 = frombytes(gt[j:j + 32], "big")
@@ -303,14 +315,15 @@ def _verify(pubkey, digest, sig):
                     X = x2
                     Y = y2
                     Z = 1
-            if cq:
-                j = (cq >> 1) & 0xFE
+            c >>= 8
+            if c:
+                j = (c >> 1) & 0xFE
                 x2 = qt[j]
                 y2 = qt[j + 1]
-                if cq & 2:
+                if c & 2:
                     y2 = p - y2
                 if Z:
-                    # (same addition with the Q table)
+                    # (the same addition, Q table)
                     zz = Z * Z % p
                     H = x2 * zz % p - X
                     R = y2 * (Z * zz % p) % p - Y
@@ -331,19 +344,4 @@ def _verify(pubkey, digest, sig):
                     Y = y2
                     Z = 1
             Y <<= 1
-        if not i:
-            break
-        i -= 1
-        # Doubling, a = -3: dbl-2001-b (EFD) rewritten for Y' = 2Y:
-        #   g = Y'^2 = 4Y^2, b = X*g = 4XY^2, a = 3(X - Z^2)(X + Z^2),
-        #   X3 = a^2 - 2b, Z3 = Y'*Z = 2YZ, Y3' = 2*Y3 = 2a(b - X3) - g^2.
-        # Infinity (Z = 0) stays Z = 0.
-        d = Z * Z % p
-        g = Y * Y % p
-        b = X * g % p
-        a = 3 * (X - d) * (X + d) % p
-        X3 = (a * a - (b << 1)) % p
-        Z = Y * Z % p
-        Y = ((a * (b - X3) << 1) - g * g) % p
-        X = X3
     return _check_r(X, Z, r)
