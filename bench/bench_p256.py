@@ -176,8 +176,8 @@ def mpy_sizes():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=8, help="distinct random keys (default 8)")
-    ap.add_argument("--rounds", type=int, default=10, help="rounds per burst (default 10)")
-    ap.add_argument("--bursts", type=int, default=4, help="alternating bursts (default 4)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per burst (default 5)")
+    ap.add_argument("--bursts", type=int, default=12, help="alternating bursts (default 12)")
     a = ap.parse_args()
 
     cases = make_cases(a.keys)

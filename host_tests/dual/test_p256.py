@@ -177,6 +177,26 @@ def test_zero_digest_and_small_scalars():
         assert p256.verify(g, d, b32(gx % N) + b32((s + 1) % N or 1)) is False
 
 
+def test_exceptional_additions_inside_the_chain():
+    # Public key G (private key 1): both halves of u1*G + u2*Q use G.
+    gx = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+    gy = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+    g = point(gx, gy)
+    x2g = 0x7CF27B188D034F7E8A52380304B51AC3C08969E277F21B35A60B48FC47669978
+    # u1 = u2 = 1 (e = r = s): G from the G table plus G from the Q table at
+    # the same digit, P + P inside a mixed addition; R = 2G.
+    assert p256.verify(g, b32(x2g), b32(x2g) + b32(x2g)) is True
+    assert p256.verify(g, b32(x2g), b32(x2g) + b32(x2g - 1)) is False
+    # u1 = 1, u2 = n - 1 (e = s, r = n - s): R = G - G is the point at
+    # infinity, reached through P + (-P); never valid.
+    for s in (1, 2, x2g, N - 2):
+        assert p256.verify(g, b32(s), b32(N - s) + b32(s)) is False
+    # u1 = 2, u2 = n - 1 (s = n - Gx, r = Gx, e = 2s): R = 2G - G = G.
+    s = N - gx
+    assert p256.verify(g, b32(2 * s % N), b32(gx) + b32(s)) is True
+    assert p256.verify(g, b32(2 * s % N), b32(gx) + b32(s - 1)) is False
+
+
 def test_repeated_calls_are_independent():
     for _ in range(3):
         for msg, sig in RFC_SIGS:
