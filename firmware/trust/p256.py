@@ -185,10 +185,13 @@ def _qtable(x, y):
     TY = (M * (PX - TX) - PY) % p
     z = (y << 1) % p
     # (2k+1)Q = (2k-1)Q + 2Q with ZADDU (Meloni 2007): (P, T) -> (P + T, T')
-    # on a common new Z = Z * h. The Z values form a chain Z_k = Z_(k-1)*h_k.
+    # on a common new Z' = Z * h, h = X_T - X_P. So Z_k = Z_(k-1) * h_k, and
+    # ZADDU already has h^2 (C) and h^3 (W1 - W2): they are kept to walk the
+    # chain of 1/Z^2 and 1/Z^3 back after one inversion.
     n2 = 2 << (_WQ - 2)
     tab = [0] * n2
-    hs = [0] * n2
+    h2s = [0] * n2
+    h3s = [0] * n2
     tab[0] = x
     tab[1] = y
     for k in range(2, n2, 2):
@@ -196,23 +199,31 @@ def _qtable(x, y):
         C = h * h % p
         W1 = TX * C % p
         W2 = PX * C % p
+        h3 = W1 - W2
         dy = TY - PY
-        TY = TY * (W1 - W2) % p
+        TY = TY * h3 % p
         PX = (dy * dy - W1 - W2) % p
         PY = (dy * (W1 - PX) - TY) % p
         TX = W1
         tab[k] = PX
         tab[k + 1] = PY
-        hs[k] = h
+        h2s[k] = C
+        h3s[k] = h3
         z = z * h % p
-    # One inversion of the last Z, then down the chain to affine.
+    # One inversion of the last Z, then down the chain to affine:
+    # 1/Z_(k-1)^2 = h_k^2 / Z_k^2 and 1/Z_(k-1)^3 = h_k^3 / Z_k^3.
     zi = _inv(z, p)
-    for k in range(n2 - 2, 0, -2):
-        zi2 = zi * zi % p
+    zi2 = zi * zi % p
+    zi3 = zi2 * zi % p
+    k = n2 - 2
+    while True:
         tab[k] = tab[k] * zi2 % p
-        tab[k + 1] = tab[k + 1] * (zi2 * zi % p) % p
-        zi = zi * hs[k] % p
-    return tab
+        tab[k + 1] = tab[k + 1] * zi3 % p
+        if k == 2:
+            return tab
+        zi2 = zi2 * h2s[k] % p
+        zi3 = zi3 * h3s[k] % p
+        k -= 2
 
 
 def _check_r(X, Z, r):
