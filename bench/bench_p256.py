@@ -1,6 +1,6 @@
 """Benchmark of firmware/trust/p256.py (ECDSA P-256 verify).
 
-usage: .venv/bin/python bench/bench_p256.py [--keys K] [--rounds R]
+usage: .venv/bin/python bench/bench_p256.py [--keys K] [--rounds R] [--bursts B]
 
 In one run it measures
   (a) p256.verify inside a real MicroPython unix-port process,
@@ -8,7 +8,8 @@ In one run it measures
   (c) OpenSSL (via `cryptography`) on CPython,
 and prints ms per verify and the ratios ours/python-ecdsa and ours/OpenSSL;
 then (d) the smallest `micropython -X heapsize` under which one verify
-succeeds, and (e) the .mpy sizes (mpy-cross -march=xtensawin).
+succeeds (modules as .py source and as .mpy), and the heap a verify needs
+once the code is loaded, and (e) the .mpy sizes (mpy-cross -march=xtensawin).
 
 Every key is fresh (no per-key caching). Each signature is timed alone,
 many times, in bursts that alternate between the implementations; "best"
@@ -63,6 +64,18 @@ from binascii import unhexlify
 from trust import p256
 ok = p256.verify(unhexlify("%s"), unhexlify("%s"), unhexlify("%s"))
 print("OK" if ok else "NO")
+"""
+
+# The module already loaded (as when frozen into flash); all but `budget`
+# bytes of the heap taken: what one verification itself needs.
+MP_WORKING = r"""
+import gc
+from binascii import unhexlify
+from trust import p256
+pk, d, sg = unhexlify("%s"), unhexlify("%s"), unhexlify("%s")
+gc.collect()
+filler = bytearray(max(0, gc.mem_free() - %d - 64))
+print("OK" if p256.verify(pk, d, sg) else "NO")
 """
 
 
@@ -137,29 +150,45 @@ def bench_openssl(cases, rounds, acc):
             acc[j].append((time.perf_counter() - t0) * 1000)
 
 
-def heap_ok(case, kb):
-    pk, _, dg, sig, _, _ = case
+def mp_ok(script, heapsize, mpypath=None):
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(MP_HEAP % (pk.hex(), dg.hex(), sig.hex()))
-        script = f.name
+        f.write(script)
+        path = f.name
     try:
-        r = run_mp([script], heapsize="%dK" % kb, timeout=60)
+        r = run_mp([path], heapsize=heapsize, timeout=60, mpypath=mpypath)
     finally:
-        os.unlink(script)
+        os.unlink(path)
     return r.returncode == 0 and r.stdout.strip() == "OK"
 
 
-def smallest_heap(case, lo=4, hi=64):
-    """Smallest heap in KB (binary search, 1K steps) with a successful verify."""
-    if not heap_ok(case, hi):
+def smallest(ok, lo, hi):
+    """Smallest v in [lo, hi] with ok(v) (binary search; None if not ok(hi))."""
+    if not ok(hi):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
-        if heap_ok(case, mid):
+        if ok(mid):
             hi = mid
         else:
             lo = mid + 1
     return lo
+
+
+def heap_figures(case):
+    """(-X heapsize in K with .py sources, the same with .mpy, working heap
+    in bytes with the code already loaded)."""
+    pk, _, dg, sig, _, _ = case
+    args = (pk.hex(), dg.hex(), sig.hex())
+    src = smallest(lambda k: mp_ok(MP_HEAP % args, "%dK" % k), 4, 96)
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "trust"))
+        open(os.path.join(d, "trust", "__init__.py"), "w").close()
+        for name in MODULES:
+            subprocess.run([mpy_cross_exe(), "-o", os.path.join(d, "trust", name[:-3] + ".mpy"),
+                            os.path.join(TRUST, name)], check=True, capture_output=True)
+        mpy = smallest(lambda k: mp_ok(MP_HEAP % args, "%dK" % k, mpypath=d), 4, 96)
+        work = smallest(lambda b: mp_ok(MP_WORKING % (args + (b * 256,)), "128K", mpypath=d), 1, 128)
+    return src, mpy, work and work * 256
 
 
 def mpy_sizes():
@@ -201,8 +230,12 @@ def main():
     print("  ratio ours / python-ecdsa: %.2f (medians: %.2f)" % (ours_b / pe_b, ours_m / pe_m))
     print("  ratio ours / OpenSSL:      %.0f (medians: %.0f)" % (ours_b / ossl_b, ours_m / ossl_m))
 
-    kb = smallest_heap(cases[0])
-    print("smallest micropython -X heapsize for one verify: %s" % ("%dK" % kb if kb else "> 64K"))
+    src, mpy, work = heap_figures(cases[0])
+    fmt = lambda v, unit: "%d%s" % (v, unit) if v else "too big"
+    print("smallest micropython -X heapsize under which one verify succeeds:")
+    print("  p256 + table as .py source (compiled in RAM):   %s" % fmt(src, "K"))
+    print("  p256 + table as .mpy (bytecode in RAM):         %s" % fmt(mpy, "K"))
+    print("  working heap of a verify, code loaded (frozen): %s" % fmt(work, " bytes"))
 
     total = 0
     for name, (src, mpy) in mpy_sizes().items():
