@@ -123,9 +123,9 @@ def point_valid(pubkey):
         return False
 
 
-def _wnaf(k, w, out, sh):
-    """Width-w NAF of k >= 0, or-ed into the list out at bit sh: a zero
-    digit adds nothing, digit +(2j+1) adds 4*j+1, -(2j+1) adds 4*j+3.
+def _wnaf(k, w, out):
+    """Width-w NAF of k >= 0 into the bytearray out (w <= 8): out[i] = 0 for
+    a zero digit, else 4*j+1 for digit +(2j+1) and 4*j+3 for -(2j+1).
     Returns the index of the highest non-zero digit (-1 if k == 0).
 
     Digits are found with small ints on 24-bit slices of k (a window never
@@ -150,9 +150,9 @@ def _wnaf(k, w, out, sh):
                 d = v & mask
                 if d >= half:
                     d -= full
-                    out[i + pos] |= (((-d) >> 1 << 2) | 3) << sh
+                    out[i + pos] = ((-d) >> 1 << 2) | 3
                 else:
-                    out[i + pos] |= ((d >> 1 << 2) | 1) << sh
+                    out[i + pos] = (d >> 1 << 2) | 1
                 low -= d << pos  # the next w-1 digits are zero
                 top = i + pos
                 pos += w
@@ -270,10 +270,10 @@ def _verify(pubkey, digest, sig):
     u1 = e * w % n
     u2 = r * w % n
 
-    # Digits of both scalars, one entry per bit position:
-    # G code | Q code << 8 (codes as in _wnaf).
-    ev = [0] * 264
-    top = max(_wnaf(u1, _WG, ev, 0), _wnaf(u2, _WQ, ev, 8))
+    # wNAF digit codes (see _wnaf) of u1 and u2, one byte per bit position
+    dg = bytearray(264)
+    dq = bytearray(264)
+    top = max(_wnaf(u1, _WG, dg), _wnaf(u2, _WQ, dq))
     if top < 0:
         return False
     qt = _qtable(q[0], q[1])
@@ -298,18 +298,18 @@ def _verify(pubkey, digest, sig):
             Z = Y * Z % p
             Y = ((a * (b - X3) << 1) - g * g) % p
             X = X3
-        c = ev[i]
-        if c:
+        c = dg[i]
+        cq = dq[i]
+        if c or cq:
             # 2Y -> Y: halve mod p
             if Y & 1:
                 Y += p
             Y >>= 1
-            cg = c & 0xFF
-            if cg:
-                j = (cg & 0xFC) << 4
+            if c:
+                j = (c & 0xFC) << 4
                 x2 = frombytes(gt[j:j + 32], "big")
                 y2 = frombytes(gt[j + 32:j + 64], "big")
-                if cg & 2:
+                if c & 2:
                     y2 = p - y2
                 if Z:
                     # Mixed Jacobian + affine addition (madd-2004-hmv, EFD).
@@ -332,12 +332,11 @@ def _verify(pubkey, digest, sig):
                     X = x2
                     Y = y2
                     Z = 1
-            c >>= 8
-            if c:
-                j = (c >> 1) & 0xFE
+            if cq:
+                j = (cq >> 1) & 0xFE
                 x2 = qt[j]
                 y2 = qt[j + 1]
-                if c & 2:
+                if cq & 2:
                     y2 = p - y2
                 if Z:
                     # (the same addition, Q table)
