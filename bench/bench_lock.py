@@ -39,13 +39,13 @@ from binascii import unhexlify
 from trust import p256
 a = sys.stdin.read().split()
 pub, d, sg = unhexlify(a[0]), unhexlify(a[1]), unhexlify(a[2])
-best = 1e9
-for r in range(7):
+ts = []
+for r in range(200):
     t0 = time.ticks_us()
-    for i in range(10):
-        p256.verify(pub, d, sg)
-    best = min(best, time.ticks_diff(time.ticks_us(), t0) / 10 / 1000)
-print("SIG %.4f" % best)
+    p256.verify(pub, d, sg)
+    ts.append(time.ticks_diff(time.ticks_us(), t0) / 1000)
+ts.sort()
+print("SIG %.4f %.4f" % (ts[len(ts) // 2], ts[0]))
 """
 
 
@@ -85,7 +85,8 @@ def p256_ms():
     args = " ".join([ch.pub_bytes(k).hex(), hashlib.sha256(msg).hexdigest(), ch.sign_es256(k, msg).hex()])
     with Script(P256_TIMER) as path:
         r = run_mp([path], stdin=args, timeout=120)
-    return float(r.stdout.split()[1])
+    f = r.stdout.split()
+    return float(f[1]), float(f[2])
 
 
 def unlock_flow(lock, client_key, tok, c):
@@ -172,14 +173,14 @@ def main():
         rps = measure_rps(lock)
     finally:
         lock.stop()
-    sig = p256_ms()
+    sig, sig_best = p256_ms()
     lat.sort()
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     print("Unlock latency on loopback, %d unlocks (stored token, fresh PoP proof each):" % len(lat))
     print("  p50 %.3f ms   p99 %.3f ms" % (p50, p99))
-    print("  one p256.verify in the same run: %.3f ms" % sig)
-    print("  ratio p50 / p256.verify: %.2f   p99 / p256.verify: %.2f   (goal <= 1.3)" % (p50 / sig, p99 / sig))
+    print("  one p256.verify in the same run (200 timed): median %.3f ms, best %.3f ms" % (sig, sig_best))
+    print("  ratio p50 / median p256.verify: %.2f   p99 / median: %.2f   (goal <= 1.3)" % (p50 / sig, p99 / sig))
     print("GET /.well-known/core: %.0f requests/s (one client, window 1)" % rps)
     heap = smallest_sim_heap(tmp)
     work = smallest_sim_heap(tmp, 4, 128, working=True)

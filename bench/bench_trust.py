@@ -32,9 +32,9 @@ a = sys.stdin.read().split()
 tok = unhexlify(a[0]); pub = unhexlify(a[1]); now = int(a[2]); d = unhexlify(a[3]); sg = unhexlify(a[4])
 v = Verifier("lock-1", [TrustedKey("https://as.example", b"as-key-1", pub)])
 v.verify(tok, now)
-N = 20
+N = 5
 best_full = best_sig = 1e9
-for r in range(5):
+for r in range(30):           # alternate short bursts, keep the best of each
     t0 = time.ticks_us()
     for i in range(N):
         v.verify(tok, now)
