@@ -28,6 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 
+from benchutil import smallest  # noqa: E402
 from mp import mpy_cross_exe, run_mp  # noqa: E402
 
 TRUST = os.path.join(ROOT, "firmware", "trust")
@@ -159,19 +160,6 @@ def mp_ok(script, heapsize, mpypath=None):
     finally:
         os.unlink(path)
     return r.returncode == 0 and r.stdout.strip() == "OK"
-
-
-def smallest(ok, lo, hi):
-    """Smallest v in [lo, hi] with ok(v) (binary search; None if not ok(hi))."""
-    if not ok(hi):
-        return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 def heap_figures(case):

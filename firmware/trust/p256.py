@@ -339,7 +339,8 @@ def _verify(pubkey, digest, sig):
                 if cq & 2:
                     y2 = p - y2
                 if Z:
-                    # (the same addition, Q table)
+                    # The same addition as above, for the Q table: inlined
+                    # twice on purpose, to keep calls out of the main loop.
                     zz = Z * Z % p
                     H = x2 * zz % p - X
                     R = y2 * (Z * zz % p) % p - Y
