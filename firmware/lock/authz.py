@@ -5,8 +5,9 @@ hash, a PoP proof, the DTLS session identity) and get a Decision back; the
 decision is appended to the durable log before the caller moves the door
 (PROFILE.md sec. 6). Nothing here imports a socket, radio or pin.
 """
-from trust import cwt, pop, reasons
+from trust import cose, cwt, pop, reasons
 from trust.reasons import Refused
+from trust.verifier import token_hash
 
 _HASH_LEN = 32
 
@@ -87,7 +88,7 @@ class Authorizer:
                 if tok is None:
                     raise Refused(reasons.TOKEN_UNKNOWN)
             else:
-                tok = self.store.get(self.verifier_hash(bearer))
+                tok = self.store.get(token_hash(bytes(bearer)))
                 if tok is None:
                     tok = self._verify(bearer, transport)
         elif session is not None:
@@ -114,11 +115,6 @@ class Authorizer:
             raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
         return tok
 
-    @staticmethod
-    def verifier_hash(raw):
-        from trust.verifier import token_hash
-        return token_hash(bytes(raw))
-
     def _by_proof(self, permission, proof):
         # PROFILE sec. 4: a stored token named by its PoP proof. The nonce is
         # spent once; the signature is then tried with each candidate key.
@@ -127,7 +123,6 @@ class Authorizer:
         cands = self.store.candidates(permission)
         if not cands:
             raise Refused(reasons.TOKEN_UNKNOWN if not len(self.store) else reasons.SCOPE_INSUFFICIENT)
-        from trust import cose
         last = None
         for tok in cands:
             try:

@@ -8,6 +8,7 @@ from micropython import const
 
 from coap import message as m
 from coap.server import Response
+from lock.authz import Decision
 from trust import cbor, reasons
 
 CF_ACE_CBOR = const(19)   # application/ace+cbor (RFC 9200 8.16)
@@ -90,7 +91,6 @@ class AuthzInfo:
             reason = reasons.OK
         except reasons.Refused as e:
             reason = e.reason
-        from lock.authz import Decision
         d = Decision(reason == reasons.OK, reason, tok, "authz-info")
         b.authz.record(d, ex.transport)
         if not d.granted:
