@@ -14,6 +14,7 @@ import time
 from lockctl import cose_host as ch
 from lockctl.cli import sim_command, sim_env
 from lockctl.provision import load_bundle, provision
+from tokencases import with_overrides
 
 
 def free_udp_port():
@@ -105,12 +106,7 @@ class SimLock:
         c = {1: self.issuer, 3: self.device_id, 4: now + 3600, 6: now, 7: os.urandom(8), 9: "unlock lock status"}
         if client is not None:
             c[8] = {1: ch.cose_key_ec2(client)}
-        for k, v in (over or {}).items():
-            if v is None:
-                c.pop(k, None)
-            else:
-                c[k] = v
-        return c
+        return with_overrides(c, over)
 
     def token(self, client=None, over=None, **kw):
         return ch.make_sign1(self.claims(over, client), self.as_key, kid=self.kid, **kw)

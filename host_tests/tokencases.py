@@ -15,6 +15,16 @@ DEVICE = "lock-1"
 KID = b"as-key-1"
 
 
+def with_overrides(claims, over):
+    """claims updated by `over`, where a None value removes the claim."""
+    for k, v in (over or {}).items():
+        if v is None:
+            claims.pop(k, None)
+        else:
+            claims[k] = v
+    return claims
+
+
 class World:
     """An AS key, a client key and a lock configuration."""
 
@@ -28,12 +38,7 @@ class World:
     def claims(self, over=None):
         c = {1: ISS, 3: DEVICE, 4: self.now + 3600, 5: self.now - 10, 6: self.now - 10,
              7: b"cti-1", 8: {1: ch.cose_key_ec2(self.client)}, 9: "unlock status"}
-        for k, v in (over or {}).items():
-            if v is None:
-                c.pop(k, None)
-            else:
-                c[k] = v
-        return c
+        return with_overrides(c, over)
 
     def token(self, claims=None, **kw):
         kw.setdefault("kid", KID)
