@@ -135,8 +135,21 @@ class Authorizer:
         raise last
 
     def decide(self, permission, transport, peer, bearer=None, proof=None, session=None, ready=None):
-        """The whole decision, logged before it is returned. `ready()` gives
-        None when the actuator can move, else why not."""
+        """The whole decision for `permission`, logged before it is returned.
+        `ready()` gives None when the actuator can move, else why not."""
+        return self._decided(permission, transport, peer,
+                             lambda: self.authorize(permission, transport, bearer, proof, session), ready)
+
+    def post_token(self, raw, transport, peer):
+        """/authz-info as a logged decision, under the same lockout: each
+        upload costs a signature check, so a flood of bad tokens is slowed."""
+        def check():
+            if not raw:
+                raise Refused(reasons.TOKEN_MISSING)
+            return self.upload(raw, transport)
+        return self._decided("authz-info", transport, peer, check)
+
+    def _decided(self, permission, transport, peer, check, ready=None):
         now_ms = self.clock.uptime_ms()
         tok = None
         left = self.lockout.remaining_s(peer, now_ms) if peer is not None else 0
@@ -144,7 +157,7 @@ class Authorizer:
             d = Decision(False, reasons.LOCKED_OUT, None, permission, retry_s=left)
         else:
             try:
-                tok = self.authorize(permission, transport, bearer, proof, session)
+                tok = check()
                 why = ready() if ready else None
                 if why:
                     raise Refused(reasons.ACTUATOR_FAULT, why)

@@ -8,7 +8,6 @@ from micropython import const
 
 from coap import message as m
 from coap.server import Response
-from lock.authz import Decision
 from trust import cbor, reasons
 
 CF_ACE_CBOR = const(19)   # application/ace+cbor (RFC 9200 8.16)
@@ -83,18 +82,9 @@ class AuthzInfo:
         if bad:
             return bad
         b = self.b
-        tok = None
-        try:
-            if not req.payload:
-                raise reasons.Refused(reasons.TOKEN_MISSING)
-            tok = b.authz.upload(bytes(req.payload), ex.transport)
-            reason = reasons.OK
-        except reasons.Refused as e:
-            reason = e.reason
-        d = Decision(reason == reasons.OK, reason, tok, "authz-info")
-        b.authz.record(d, ex.transport)
+        d = b.authz.post_token(bytes(req.payload), ex.transport, _peer_id(ex))
         if not d.granted:
-            return b.refusal(d.reason)
+            return b.refusal(d.reason, d.retry_s, d.detail)
         return Response(m.CREATED, cbor.encode({_HINT_CNONCE: b.authz.nonce()}), (), CF_ACE_CBOR)
 
 

@@ -144,3 +144,15 @@ def test_unknown_hash_reference_and_garbage():
     assert az.decide("unlock", "coap", "p", bearer=b"\x11" * 32).reason == reasons.TOKEN_UNKNOWN
     assert az.decide("unlock", "coap", "p", bearer=b"\xd2\x84").reason == reasons.TOKEN_MALFORMED
     assert az.decide("unlock", "coap", "p", proof=b"\x82").reason == reasons.POP_MALFORMED
+
+
+def test_token_uploads_count_toward_lockout():
+    log = _Log()
+    az = _authz(log)
+    for _ in range(5):
+        d = az.post_token(b"\xd2\x84garbage", "coap", "peer")
+        assert d.reason == reasons.TOKEN_MALFORMED
+    d = az.post_token(b"\xd2\x84garbage", "coap", "peer")
+    assert d.reason == reasons.LOCKED_OUT and d.retry_s > 0
+    assert az.post_token(b"", "coap", "other").reason == reasons.TOKEN_MISSING
+    assert [r[3] for r in log.rows] == ["authz-info"] * 7
