@@ -147,7 +147,8 @@ def cmd_sim(a):
         print("  .venv/bin/lockctl coap --bundle %s --token phone.cwt --key phone.pem unlock"
               % os.path.relpath(bundle))
         print("=" * 72, flush=True)
-    state = a.state or os.path.join(ROOT, "var", "sim")
+    # One flash image per bundle: two locks never share a log or a state.
+    state = a.state or os.path.join(ROOT, "var", "sim", os.path.basename(os.path.abspath(bundle)))
     os.makedirs(state, exist_ok=True)
     flash = os.path.join(state, "flash.img")
     extra = []
@@ -222,7 +223,7 @@ def main(argv=None):
     s = sub.add_parser("sim", help="run the simulated lock (MicroPython unix port)")
     s.add_argument("bundle", nargs="?")
     s.add_argument("--default", action="store_true", help="use the embedded default bundle")
-    s.add_argument("--state", help="directory for the flash image (default var/sim)")
+    s.add_argument("--state", help="directory for the flash image (default var/sim/BUNDLE_NAME)")
     s.add_argument("--port", type=int)
     s.set_defaults(fn=cmd_sim)
 
