@@ -38,15 +38,34 @@ def wifi(timeout_ms=20000):
     return sta
 
 
+def ntp_time():
+    """Unix seconds from NTP, or None. Opt-in ("clock": "ntp"): NTP is not
+    authenticated, so whoever controls the network can move the clock and
+    replay expired tokens; the AS uplink is the trusted source."""
+    try:
+        import ntptime
+        ntptime.settime()
+    except Exception as e:
+        print("NTP: %s" % e)
+        return None
+    # Some ports count from 2000-01-01, the unix port from 1970.
+    return time.time() + (946684800 if time.gmtime(0)[0] == 2000 else 0)
+
+
 def main():
     cfg = config.load(board.BUNDLE + "/lock.json")
-    clock = Clock()  # unsynced until the AS uplink sets it
+    clock = Clock()  # unsynced until something trusted sets it
     act = GpioActuator(clock.uptime_ms, cfg.relock_ms, board.RELAY_PIN, board.RELAY_ACTIVE_HIGH,
                        board.BOLT_SENSOR_PIN, board.EXTRA_OUTPUTS,
                        lambda what, why: print("door:", what, why))
     app = LockApp(cfg, board.ROOT, act, clock)
     endpoints = []
-    if wifi() and cfg.coap_enabled:
+    up = wifi()
+    if up and cfg.clock == "ntp":
+        t = ntp_time()
+        if t:
+            clock.set_wall(t)
+    if up and cfg.coap_enabled:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(socket.getaddrinfo(cfg.bind, cfg.coap_port)[0][-1])
         s.setblocking(False)

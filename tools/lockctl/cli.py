@@ -185,8 +185,9 @@ def main(argv=None):
     s.add_argument("--kid", default="as-key-1")
     s.add_argument("--as-uri", default=None, help="AS URI given to clients in hints")
     s.add_argument("--bind", default="0.0.0.0")
-    s.add_argument("--clock", choices=("unsynced", "system"), default="unsynced",
-                   help="'system': trust the host clock (simulator only)")
+    s.add_argument("--clock", choices=("unsynced", "system", "ntp"), default="unsynced",
+                   help="'system': trust the host clock (simulator only); 'ntp': set it from NTP on the board "
+                        "(unauthenticated: a network attacker can move it)")
     s.add_argument("--relock-ms", type=int, default=5000)
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_provision)
