@@ -44,6 +44,7 @@ class _Flash:
         self.progs = 0
         self.prog_bytes = 0
         self.erases = 0
+        self._erased = b"\xff" * block_size
 
     def _span(self, block, offset, n):
         if block < 0 or block >= self.blocks or offset < 0:
@@ -84,13 +85,19 @@ class _Flash:
         self.progs += 1
         self.prog_bytes += len(data)
         n = len(data)
-        self._write(addr, _and(self._get(addr, n), data))
+        old = self._get(addr, n)
+        # Programming erased flash (the usual case) stores the data as is;
+        # anything else keeps NOR semantics: bits only go from 1 to 0.
+        if n <= self.block_size and old == memoryview(self._erased)[:n]:
+            self._write(addr, data)
+        else:
+            self._write(addr, _and(old, data))
 
     def erase(self, block, nbytes=None):
         """Erase a block to 0xFF; nbytes < block size models an erase cut short."""
         self.erases += 1
         n = self.block_size if nbytes is None else nbytes
-        self._write(block * self.block_size, b"\xff" * n)
+        self._write(block * self.block_size, memoryview(self._erased)[:n])
 
     def blank(self):
         """True when the superblock area (blocks 0 and 1) was never written."""
