@@ -32,8 +32,7 @@ class LockApp:
         self.clock = clock
         self.actuator = actuator
         self.say = say
-        _mkdir(root)
-        _mkdir(root + "/log")
+        _mkdir(root)  # DecisionLog creates its own folder below it
         self.log = DecisionLog(root + "/log", cfg.log_capacity, cfg.log_segment)
         self.verifier = Verifier(cfg.device_id, cfg.as_keys, cfg.as_lock_key, cfg.skew_s,
                                  cfg.allow_bearer, cfg.exi_table)

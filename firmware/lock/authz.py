@@ -5,7 +5,7 @@ hash, a PoP proof, the DTLS session identity) and get a Decision back; the
 decision is appended to the durable log before the caller moves the door
 (PROFILE.md sec. 6). Nothing here imports a socket, radio or pin.
 """
-from trust import cose, cwt, pop, reasons
+from trust import pop, reasons
 from trust.reasons import Refused
 from trust.verifier import token_hash
 
@@ -58,16 +58,7 @@ class Authorizer:
         return tok
 
     def _revalidate(self, tok):
-        """A stored token is checked again at each use: revocation, time, exi."""
-        v = self.verifier
-        c = tok.claims
-        if tok.hash in v.revoked_hashes or (c.cti is not None and c.cti in v.revoked_ctis):
-            raise Refused(reasons.REVOKED)
-        if not any(k.issuer == tok.issuer for k in v.keys):
-            raise Refused(reasons.UNKNOWN_KEY, "issuer no longer trusted")
-        cwt.check(c, tok.issuer, self.device_id, self.clock.wall(), v.skew_s)
-        if c.exi is not None:
-            v.exi.check(c.cti, c.exi, self.boot, self.clock.uptime_s(), self.clock.wall())
+        self.verifier.recheck(tok, self.clock.wall(), self.boot, self.clock.uptime_s())
 
     def _expired(self, tok):
         try:
@@ -127,8 +118,7 @@ class Authorizer:
         for tok in cands:
             try:
                 self._revalidate(tok)
-                msg = pop.challenge(self.device_id, nonce, permission, tok.hash)
-                cose.es256_verify(tok.claims.pop_key, msg, sig, reasons.POP_SIG_INVALID)
+                pop.check_signature(tok.claims.pop_key, self.device_id, nonce, sig, permission, tok.hash)
                 return tok
             except Refused as e:
                 last = e
@@ -198,6 +188,5 @@ class Authorizer:
             v.revoked_hashes.add(bytes(h))
         for c in ctis:
             v.revoked_ctis.add(bytes(c))
-        self.store.remove_if(lambda t: t.hash in v.revoked_hashes or
-                             (t.claims.cti is not None and t.claims.cti in v.revoked_ctis))
+        self.store.remove_if(lambda t: v.is_revoked(t.hash, t.claims.cti))
         self._changed()

@@ -114,11 +114,3 @@ def load(path):
         raise ConfigError("%s: invalid JSON: %s" % (path, e))
     return Config(d)
 
-
-def from_json(text):
-    try:
-        return Config(json.loads(text))
-    except ValueError as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError("invalid JSON: %s" % e)

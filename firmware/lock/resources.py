@@ -56,7 +56,7 @@ class Binding:
         return cbor.encode({_HINT_AS: self.as_uri, _HINT_AUDIENCE: self.device_id,
                             _HINT_CNONCE: self.authz.nonce()})
 
-    def refusal(self, reason, retry_s=0, detail=""):
+    def refusal(self, reason, retry_s=0):
         code = reasons.coap_code(reason)
         opts = []
         err = reasons.error_value(reason)
@@ -84,7 +84,7 @@ class AuthzInfo:
         b = self.b
         d = b.authz.post_token(bytes(req.payload), ex.transport, _peer_id(ex))
         if not d.granted:
-            return b.refusal(d.reason, d.retry_s, d.detail)
+            return b.refusal(d.reason, d.retry_s)
         return Response(m.CREATED, cbor.encode({_HINT_CNONCE: b.authz.nonce()}), (), CF_ACE_CBOR)
 
 
@@ -110,7 +110,7 @@ class Protected:
         d = b.authz.decide(self.res.permission, ex.transport, _peer_id(ex),
                            req.get(m.BEARER), req.get(m.POP), ex.session, ready)
         if not d.granted:
-            return b.refusal(d.reason, d.retry_s, d.detail)
+            return b.refusal(d.reason, d.retry_s)
         if moves:
             try:
                 if action == "unlock":

@@ -9,7 +9,7 @@ passes the wall time (None when unsynced), the boot counter and uptime.
 import hashlib
 
 from trust import cose, cwt
-from trust.reasons import BEARER_NOT_ALLOWED, REVOKED, Refused
+from trust.reasons import BEARER_NOT_ALLOWED, REVOKED, UNKNOWN_KEY, Refused
 
 
 class TrustedKey:
@@ -57,11 +57,7 @@ class Verifier:
         self.revoked_ctis = set()
         self.exi = cwt.ExiTable(exi_capacity)
 
-    def set_keys(self, keys):
-        """Rebinding (seed 5.1): the trusted keys are replaced as a whole."""
-        self.keys = list(keys)
-
-    def _revoked(self, digest, cti):
+    def is_revoked(self, digest, cti):
         # Sets are looked up by hash; token hashes and ctis are not secret,
         # they are public identifiers, so no constant-time scan is needed.
         if digest in self.revoked_hashes:
@@ -77,7 +73,7 @@ class Verifier:
         key = cose.select_key(self.keys, s.kid)
         cose.verify_sign1(s, key.pub)
         c = cwt.parse(s.payload, self.psk_unwrap_key)
-        if self._revoked(digest, c.cti):
+        if c.cti is not None and c.cti in self.revoked_ctis:
             raise Refused(REVOKED, "cti")
         cwt.check(c, key.issuer, self.device_id, now_s, self.skew_s)
         if c.cnf_kind is None and not self.allow_bearer:
@@ -85,4 +81,16 @@ class Verifier:
         if c.exi is not None and check_exi:
             self.exi.check(c.cti, c.exi, boot, uptime_s, now_s)
         return Token(raw, digest, c, key.issuer)
+
+    def recheck(self, tok, now_s, boot, uptime_s):
+        """A token verified earlier, checked again at each use: revocation,
+        its issuer still trusted (keys change on rebinding), time, exi."""
+        c = tok.claims
+        if self.is_revoked(tok.hash, c.cti):
+            raise Refused(REVOKED)
+        if not any(k.issuer == tok.issuer for k in self.keys):
+            raise Refused(UNKNOWN_KEY, "issuer no longer trusted")
+        cwt.check(c, tok.issuer, self.device_id, now_s, self.skew_s)
+        if c.exi is not None:
+            self.exi.check(c.cti, c.exi, boot, uptime_s, now_s)
 

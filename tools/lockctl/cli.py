@@ -63,14 +63,12 @@ def cmd_token(a):
     if a.exi is not None:
         claims[40] = a.exi
     claims[7] = bytes.fromhex(a.cti) if a.cti else os.urandom(8)
-    if a.bearer:
-        pass
-    elif a.psk:
+    if a.psk:
         secret = os.urandom(16)
         psk_id = os.urandom(8)
         claims[8] = {2: ch.encrypt0_key(bytes.fromhex(cfg["as_lock_key"]), psk_id, secret)}
         print("psk identity %s key %s" % (psk_id.hex(), secret.hex()), file=sys.stderr)
-    else:
+    elif not a.bearer:
         client = _load_key(a.key, True)
         claims[8] = {1: ch.cose_key_ec2(client)}
     tok = ch.make_sign1(claims, as_key, kid=bytes.fromhex(ask["kid"]) if ask.get("kid") else None,
@@ -197,8 +195,9 @@ def main(argv=None):
     s.add_argument("--scope", default="unlock status", help="space-separated permissions")
     s.add_argument("--out", required=True)
     s.add_argument("--key", default="phone.pem", help="client PoP key (PEM, created if missing)")
-    s.add_argument("--bearer", action="store_true", help="no cnf: a bearer token")
-    s.add_argument("--psk", action="store_true", help="cnf with an encrypted symmetric key (DTLS PSK mode)")
+    kind = s.add_mutually_exclusive_group()
+    kind.add_argument("--bearer", action="store_true", help="no cnf: a bearer token")
+    kind.add_argument("--psk", action="store_true", help="cnf with an encrypted symmetric key (DTLS PSK mode)")
     s.add_argument("--exp-in", type=int, default=3600, help="seconds until exp")
     s.add_argument("--no-exp", action="store_true")
     s.add_argument("--nbf-in", type=int, default=None)
