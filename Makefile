@@ -1,14 +1,24 @@
 # ACE door lock: build, test, simulate, benchmark, deploy.
-# `make test` and `make sim` create the virtual environment they need.
+# `make test` and `make sim` install the system packages the build needs
+# (when they can), create the virtual environment and build the simulator's
+# MicroPython (build/mp/) from pinned source; each step is cached.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SYSSTAMP := build/.sysdeps
+MP := build/mp/micropython
 export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards/unix
 
-.PHONY: all venv test test-fast sim bench mpy clean deploy
+.PHONY: all venv sysdeps mp test test-fast sim bench mpy clean deploy
 
 all: test
+
+$(SYSSTAMP): tools/sysdeps.sh
+	bash tools/sysdeps.sh
+	@mkdir -p build && touch $(SYSSTAMP)
+
+sysdeps: $(SYSSTAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,19 +29,23 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Always asked; tools/build_mp.py rebuilds only when an input changed.
+mp: $(SYSSTAMP)
+	$(PY) tools/build_mp.py
+
+test: $(STAMP) mp
 	$(BIN)/python -m pytest -q -n 2 host_tests
 
-sim: $(STAMP)
+sim: $(STAMP) mp
 	$(BIN)/lockctl sim --default
 
-bench: $(STAMP)
+bench: $(STAMP) mp
 	$(BIN)/python bench/run_all.py
 
-mpy: $(STAMP)
+mpy: $(STAMP) mp
 	$(BIN)/python tools/build_mpy.py --out build/mpy
 
-deploy: $(STAMP)
+deploy: $(STAMP) mp
 	$(BIN)/lockctl deploy --port $(PORT) --bundle $(BUNDLE)
 
 clean:

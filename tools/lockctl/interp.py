@@ -1,0 +1,54 @@
+"""Where the simulator's MicroPython lives and how it is started.
+
+The interpreter and mpy-cross are built from pinned source by
+tools/build_mp.py (`make mp`) into build/mp/. The simulator is started with
+the heap an ESP32 GENERIC build gives MicroPython at boot.
+"""
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MP_DIR = os.path.join(ROOT, "build", "mp")
+
+# ports/esp32/mpconfigport.h at 1c3c201149, for CONFIG_IDF_TARGET_ESP32:
+#   #define MICROPY_GC_INITIAL_HEAP_SIZE (56 * 1024)
+# allocated in ports/esp32/main.c (mp_task) and handed to gc_init. The board
+# may add heap areas later (MICROPY_GC_SPLIT_HEAP_AUTO) from whatever ESP-IDF
+# has left, which Wi-Fi and NimBLE share; the simulator holds the firmware to
+# the initial area, so what runs here fits on a board before any growth.
+ESP32_HEAP_BYTES = 56 * 1024
+
+
+class InterpreterMissing(RuntimeError):
+    pass
+
+
+def _exe(name):
+    path = os.path.join(MP_DIR, name)
+    if not os.path.exists(path):
+        raise InterpreterMissing("%s not built: run `make mp` (or `make test`/`make sim`), "
+                                 "which builds it from pinned source" % path)
+    return path
+
+
+def micropython_exe():
+    """build/mp/micropython; raises InterpreterMissing if it was not built."""
+    return _exe("micropython")
+
+
+def mpy_cross_exe():
+    """build/mp/mpy-cross (same source as the interpreter)."""
+    return _exe("mpy-cross")
+
+
+def micropython_cmd(heapsize=ESP32_HEAP_BYTES):
+    """argv prefix that starts the simulator's interpreter with `heapsize`
+    bytes of GC heap (an int, or a string such as "48K")."""
+    return [micropython_exe(), "-X", "heapsize=%s" % heapsize]
+
+
+def mp_env(mpypath=None):
+    """Environment for the interpreter: frozen modules first (they are the
+    firmware), then the simulator's board directory."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = mpypath or ".frozen:" + os.path.join(ROOT, "boards", "unix")
+    return env

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# System packages the build and the tests need (Debian/Ubuntu names):
+#   gcc-multilib  the simulator's interpreter is a 32-bit (-m32) build
+#   make, pkg-config  MicroPython's build
+#   libcoap3-bin  coap-client-notls, a real CoAP peer in the end-to-end tests
+# Installs the missing ones with apt-get when it can (root, or sudo without a
+# password); otherwise stops on one line that names them.
+set -u
+need=()
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v coap-client-notls >/dev/null 2>&1 || need+=(libcoap3-bin)
+probe=$(mktemp -d)
+printf 'int main(void){return 0;}\n' > "$probe/t.c"
+gcc -m32 -o "$probe/t" "$probe/t.c" >/dev/null 2>&1 || need+=(gcc-multilib)
+rm -rf "$probe"
+[ ${#need[@]} -eq 0 ] && exit 0
+if command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    else
+        sudo=
+    fi
+    if [ -n "${sudo+x}" ] && [ "${sudo-}" != "" -o "$(id -u)" -eq 0 ]; then
+        echo "sysdeps: installing ${need[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        if "${sudo[@]}" apt-get update -qq >/dev/null && \
+           "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null; then
+            exit 0
+        fi
+    fi
+fi
+echo "missing system packages: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]}, then rerun)" >&2
+exit 1
