@@ -79,6 +79,9 @@ class LockApp:
 
     async def _relock(self, period_ms=100):
         while True:
+            # Reading the uptime here keeps it right through idle weeks
+            # (ticks_diff is only good for readings < 2**29 ms apart).
+            self.clock.uptime_ms()
             self.actuator.poll()
             await asyncio.sleep_ms(period_ms)
 

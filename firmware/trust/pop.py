@@ -18,17 +18,13 @@ NONCE_TTL_MS = const(30000)
 _CONTEXT = "lock-pop-v1"
 
 
-try:
-    from time import ticks_diff
-except ImportError:  # CPython, for the host tests
-    def ticks_diff(a, b):
-        return a - b
-
-
 class NonceTable:
-    """Bounded table of outstanding nonces. `now_ms` is a monotonic
-    millisecond clock (time.ticks_ms on the board). When full, the oldest
-    nonce is forgotten (its proof will then fail as unknown)."""
+    """Bounded table of outstanding nonces. `now_ms` is the lock's uptime in
+    ms (lock.clock.Clock.uptime_ms): an int that never wraps, so an age is a
+    plain difference at any uptime. (Raw ticks_ms would not do: ticks_diff
+    of readings 2**29 ms or more apart wraps, and a days-old nonce would look
+    fresh.) When full, the oldest nonce is forgotten (its proof will then
+    fail as unknown)."""
 
     def __init__(self, now_ms, capacity=16, ttl_ms=NONCE_TTL_MS, rand=os.urandom):
         self.now_ms = now_ms
@@ -56,7 +52,7 @@ class NonceTable:
         if hit < 0:
             raise Refused(NONCE_UNKNOWN)
         issued = self.nonces.pop(hit)[1]
-        if ticks_diff(self.now_ms(), issued) > self.ttl_ms:
+        if self.now_ms() - issued > self.ttl_ms:
             raise Refused(NONCE_EXPIRED)
 
     def __len__(self):
