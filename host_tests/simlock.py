@@ -27,7 +27,7 @@ def free_udp_port():
 
 class SimLock:
     def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
-                 leave=None, **prov):
+                 **prov):
         self.dir = str(tmpdir)
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
@@ -44,14 +44,12 @@ class SimLock:
         self.flash = os.path.join(self.dir, "flash.img")
         self.heapsize = heapsize
         self.mpypath = mpypath
-        self.leave = leave
         self.proc = None
         self.lines = []
         self.start()
 
     def start(self, timeout=20):
-        cmd = sim_command(self.bundle, self.flash, ["--leave", str(self.leave)] if self.leave else [],
-                          heapsize=self.heapsize)
+        cmd = sim_command(self.bundle, self.flash, heapsize=self.heapsize)
         self.lines = []
         env = sim_env()
         if self.mpypath:

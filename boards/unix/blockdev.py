@@ -30,10 +30,11 @@ BLOCKS = const(128)
 LFS_OPTIONS = {"readsize": 32, "progsize": 32, "lookahead": 32}
 
 
-def _and(old, new):
-    # NOR programming: bits only go from 1 to 0.
-    n = len(new)
-    return (int.from_bytes(old, "big") & int.from_bytes(new, "big")).to_bytes(n, "big")
+# Flash is programmed and erased through one small scratch buffer, in
+# chunks: the board (esp32.Partition) keeps no copy of a sector in RAM, so
+# neither does the simulator, and the lock's heap holds what a board's would.
+_CHUNK = const(64)
+_FF = b"\xff" * _CHUNK
 
 
 class _Flash:
@@ -44,7 +45,7 @@ class _Flash:
         self.progs = 0
         self.prog_bytes = 0
         self.erases = 0
-        self._erased = b"\xff" * block_size
+        self._scratch = bytearray(_CHUNK)
 
     def _span(self, block, offset, n):
         if block < 0 or block >= self.blocks or offset < 0:
@@ -84,27 +85,35 @@ class _Flash:
         """Program bytes at a flash address (AND into what is there)."""
         self.progs += 1
         self.prog_bytes += len(data)
-        n = len(data)
-        old = self._get(addr, n)
-        # Programming erased flash (the usual case) stores the data as is;
-        # anything else keeps NOR semantics: bits only go from 1 to 0.
-        if n <= self.block_size and old == memoryview(self._erased)[:n]:
-            self._write(addr, data)
-        else:
-            self._write(addr, _and(old, data))
+        mv = memoryview(data)
+        scratch = memoryview(self._scratch)
+        for i in range(0, len(mv), _CHUNK):
+            part = mv[i:i + _CHUNK]
+            n = len(part)
+            old = scratch[:n]
+            self._read(addr + i, old)
+            # Programming erased flash (the usual case) stores the data as
+            # is; anything else keeps NOR semantics: bits only go 1 -> 0.
+            if bytes(old) != _FF[:n]:
+                for j in range(n):
+                    old[j] &= part[j]
+                part = old
+            self._write(addr + i, part)
 
     def erase(self, block, nbytes=None):
         """Erase a block to 0xFF; nbytes < block size models an erase cut short."""
         self.erases += 1
         n = self.block_size if nbytes is None else nbytes
-        self._write(block * self.block_size, memoryview(self._erased)[:n])
+        a = block * self.block_size
+        for i in range(0, n, _CHUNK):
+            self._write(a + i, _FF[:min(_CHUNK, n - i)])
 
     def blank(self):
         """True when the superblock area (blocks 0 and 1) was never written."""
-        buf = bytearray(self.block_size)
-        for b in (0, 1):
-            self._read(b * self.block_size, buf)
-            if buf != b"\xff" * self.block_size:
+        buf = self._scratch
+        for a in range(0, 2 * self.block_size, _CHUNK):
+            self._read(a, buf)
+            if buf != _FF:
                 return False
         return True
 
@@ -122,9 +131,6 @@ class RAMBlockDev(_Flash):
 
     def _read(self, a, buf):
         buf[:] = memoryview(self.image)[a:a + len(buf)]
-
-    def _get(self, a, n):
-        return memoryview(self.image)[a:a + n]
 
     def _write(self, a, data):
         self.image[a:a + len(data)] = data
@@ -153,10 +159,6 @@ class FileBlockDev(_Flash):
         self._f.seek(a)
         if self._f.readinto(buf) != len(buf):
             raise OSError(_EIO)
-
-    def _get(self, a, n):
-        self._f.seek(a)
-        return self._f.read(n)
 
     def _write(self, a, data):
         self._f.seek(a)

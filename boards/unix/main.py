@@ -1,7 +1,6 @@
 """The simulator: the lock on the MicroPython unix port.
 
 usage: micropython boards/unix/main.py --bundle DIR [--flash IMAGE] [--port N]
-                                       [--leave BYTES]
 
 Files live where the board keeps them: in littlefs (VfsLfs2) on a
 file-backed block device mounted at /flash. The actuator is simulated and
@@ -20,15 +19,15 @@ from lock.clock import Clock
 
 
 def _args(argv):
-    a = {"bundle": None, "flash": None, "port": None, "leave": None}
+    a = {"bundle": None, "flash": None, "port": None}
     i = 1
     while i < len(argv):
         k = argv[i]
-        if k in ("--bundle", "--flash", "--port", "--leave") and i + 1 < len(argv):
+        if k in ("--bundle", "--flash", "--port") and i + 1 < len(argv):
             a[k[2:]] = argv[i + 1]
             i += 2
         else:
-            print("usage: main.py --bundle DIR [--flash IMAGE] [--port N] [--leave BYTES]")
+            print("usage: main.py --bundle DIR [--flash IMAGE] [--port N]")
             sys.exit(2)
     if not a["bundle"]:
         print("main.py: --bundle DIR is required")
@@ -72,26 +71,12 @@ def main():
     say("lock %s: boot %d, next seq %d, clock %s, door %s" % (
         cfg.device_id, app.log.boot, app.log.next_seq,
         "synced" if clock.synced() else "unsynced", act.state()))
-    filler = None
-    if a["leave"]:
-        # Benchmark aid: once everything is loaded, leave only this many
-        # bytes of heap free, as if the code were frozen in flash and the
-        # rest of RAM were taken: what serving itself needs.
-        import gc
-        asyncio.gather, asyncio.sleep_ms  # load the lazily imported parts now
-        gc.collect()
-        filler = []
-        leave = int(a["leave"])
-        step = 65536
-        while step >= 64:
-            excess = gc.mem_free() - leave
-            if excess < step:
-                step //= 2
-                continue
-            try:
-                filler.append(bytearray(step - 16))
-            except MemoryError:
-                step //= 2
+    # The firmware is frozen (boards/unix/variant), so the heap holds what a
+    # board's would: report what is left for serving.
+    import gc
+    asyncio.gather, asyncio.sleep_ms  # load asyncio's lazily imported parts now
+    gc.collect()
+    say("heap: %d of %d bytes free" % (gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
     say("READY")
     asyncio.run(app.run(endpoints))
 

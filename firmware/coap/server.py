@@ -178,16 +178,28 @@ class Site:
 
 
 class _Dedup:
-    """Responses by (transport, peer, MID), kept until they expire (sec. 4.5).
-    A fixed ring of `size` slots bounds the table: when full, the oldest
-    entry is dropped even if still live (RAM wins over perfect dedup)."""
+    """Responses by (transport, peer, MID), kept until they expire (RFC 7252
+    sec. 4.5), so a duplicate CON gets the same bytes and the door moves once.
 
-    def __init__(self, size):
-        if size < 1:
-            raise ValueError("dedup_size must be >= 1")
-        self._slots = [None] * size
-        self._next = 0  # slot written next; the oldest entry when full
-        self._table = {}  # key -> (expires_ms, response bytes or None, slot)
+    Who fills it: any peer that sends a request (on plain CoAP the address is
+    spoofable). Bounded per peer first, then globally (STYLE: shared state):
+    a peer holds at most `per_peer` exchanges (a new one replaces its own
+    oldest), and the table at most `size` entries and `max_bytes` of stored
+    responses; when it is full, the oldest entry of the peer holding the most
+    entries goes. So one flooding peer only ever displaces itself, and a peer
+    with no more than its share keeps its exchanges for their lifetime unless
+    more than size/per_peer peers each fill their quota (many addresses:
+    plain CoAP only, where addresses cost nothing to forge)."""
+
+    def __init__(self, size, per_peer=4, max_bytes=3072):
+        if size < 1 or per_peer < 1:
+            raise ValueError("dedup_size and per_peer must be >= 1")
+        self.size = size
+        self.per_peer = per_peer
+        self.max_bytes = max_bytes
+        self._table = {}  # key -> (expires_ms, response bytes or None)
+        self._order = []  # keys, oldest first
+        self._bytes = 0
 
     def __len__(self):
         return len(self._table)
@@ -197,37 +209,43 @@ class _Dedup:
         if e is None:
             return None
         if now >= e[0]:
-            del self._table[key]
+            self._drop(key)
             return None
         return e
 
+    def _drop(self, key):
+        e = self._table.pop(key)
+        if e[1] is not None:
+            self._bytes -= len(e[1])
+        self._order.remove(key)
+
+    def _victim(self):
+        counts = {}
+        for k in self._order:
+            p = k[:2]
+            counts[p] = counts.get(p, 0) + 1
+        top = max(counts.values())
+        for k in self._order:
+            if counts[k[:2]] == top:
+                return k
+
     def put(self, key, response, expires):
-        slot = self._next
-        old = self._slots[slot]
-        if old is not None:
-            e = self._table.get(old)
-            if e is not None and e[2] == slot:
-                del self._table[old]
-        self._slots[slot] = key
-        self._table[key] = (expires, response, slot)
-        self._next = (slot + 1) % len(self._slots)
+        if key in self._table:
+            self._drop(key)
+        need = len(response) if response is not None else 0
+        peer = key[:2]
+        own = [k for k in self._order if k[:2] == peer]
+        if len(own) >= self.per_peer:
+            self._drop(own[0])
+        while self._order and (len(self._order) >= self.size or self._bytes + need > self.max_bytes):
+            self._drop(self._victim())
+        self._table[key] = (expires, response)
+        self._order.append(key)
+        self._bytes += need
 
     def expire(self, now):
-        # Walk from the oldest slot and free expired responses, stopping at
-        # the first live one (entries are roughly in expiry order).
-        slots = self._slots
-        n = len(slots)
-        i = self._next
-        for _ in range(n):
-            key = slots[i]
-            if key is not None:
-                e = self._table.get(key)
-                if e is not None and e[2] == i:
-                    if now < e[0]:
-                        return
-                    del self._table[key]
-                slots[i] = None
-            i = (i + 1) % n
+        for k in [k for k in self._order if now >= self._table[k][0]]:
+            self._drop(k)
 
 
 class _TicksClock:
@@ -277,11 +295,12 @@ class CoapServer:
     and transport errors. Counters: rx, dropped, errors."""
 
     def __init__(self, site, known_options=(), now_ms=None, dedup_size=32,
-                 on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None):
+                 on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None, dedup_per_peer=4,
+                 dedup_bytes=3072):
         self.site = site
         self._known = set(known_options)
         self._now = now_ms or _default_clock()
-        self._dedup = _Dedup(dedup_size)
+        self._dedup = _Dedup(dedup_size, dedup_per_peer, dedup_bytes)
         self.on_error = on_error
         self.max_size = max_size
         self._mid = _random_mid() if mid_start is None else mid_start & 0xFFFF

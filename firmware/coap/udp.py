@@ -29,6 +29,7 @@ async def serve(sock, server, transport="coap", bufsize=1152):
     """Serve `server` on `sock` (a bound UDP socket) until cancelled. Keep
     `bufsize` at least `server.max_size`."""
     sock.setblocking(False)
+    sink = bytearray(1)  # discards a datagram without allocating
     while True:
         yield asyncio.core._io_queue.queue_read(sock)
         try:
@@ -42,9 +43,14 @@ async def serve(sock, server, transport="coap", bufsize=1152):
             if not (e.args and e.args[0] == errno.EAGAIN):
                 server.report(e)
         except MemoryError as e:
-            # Out of heap: collect before the next try, so a burst that
-            # fragmented the heap does not spin the loop on the same failure.
+            # Out of heap: collect, and if the datagram is still queued (the
+            # receive itself failed) drop it into a preallocated byte, so the
+            # loop never spins on a datagram it cannot take.
             server.report(e)
             gc.collect()
+            try:
+                sock.readinto(sink)
+            except OSError:
+                pass
         except Exception as e:
             server.report(e)

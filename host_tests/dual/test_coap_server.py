@@ -370,3 +370,29 @@ def test_default_clock():
     b = server._now()
     assert 0 <= b - a < 1000
     assert server.handle(req(".well-known/core"), PEER) == server.handle(req(".well-known/core"), PEER)
+
+
+def test_dedup_other_peers_cannot_push_out_an_exchange():
+    # PROFILE sec. 4 v2: per-peer bounds. A flood of POSTs from one other
+    # address, then from a few, never evicts the victim's live exchange.
+    server, counter, clock, _ = make()
+    victim = req("counter", code=m.POST, mid=0x7777)
+    first = server.handle(victim, PEER)
+    for mid in range(200):
+        server.handle(req("counter", code=m.POST, mid=mid), OTHER)
+    for i in range(3):
+        other = ("192.0.2.%d" % (10 + i), 5683)
+        for mid in range(40):
+            server.handle(req("counter", code=m.POST, mid=mid), other)
+    n = counter.count
+    assert server.handle(victim, PEER) == first
+    assert counter.count == n
+    assert len(server._dedup) <= 32
+
+
+def test_dedup_byte_budget():
+    server, counter, clock, _ = make(dedup_size=32, dedup_bytes=64)
+    for mid in range(10):
+        server.handle(req("counter", code=m.POST, mid=mid), PEER)
+    assert server._dedup._bytes <= 64
+    raises(ValueError, CoapServer, Site(), (), None, 4, None, 1152, None, 0)
