@@ -294,7 +294,7 @@ class CoapServer:
     non-wrapping milliseconds. `on_error(exc)`: told about handler crashes
     and transport errors. Counters: rx, dropped, errors."""
 
-    def __init__(self, site, known_options=(), now_ms=None, dedup_size=32,
+    def __init__(self, site, known_options=(), now_ms=None, dedup_size=16,
                  on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None, dedup_per_peer=4,
                  dedup_bytes=3072):
         self.site = site

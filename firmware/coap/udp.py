@@ -27,13 +27,29 @@ import gc
 
 async def serve(sock, server, transport="coap", bufsize=1152):
     """Serve `server` on `sock` (a bound UDP socket) until cancelled. Keep
-    `bufsize` at least `server.max_size`."""
+    `bufsize` at least `server.max_size`.
+
+    Heap: the receive needs bufsize+1 contiguous bytes, which a small,
+    fragmented heap (56 KiB on an ESP32) may not have even when enough is
+    free in all; a reserve block of that size is kept between datagrams and
+    released for the receive when needed, then taken again."""
     sock.setblocking(False)
     sink = bytearray(1)  # discards a datagram without allocating
+    reserve = bytearray(bufsize + 1)
     while True:
         yield asyncio.core._io_queue.queue_read(sock)
+        data = out = None
+        got = False
         try:
-            data, peer = sock.recvfrom(bufsize + 1)
+            try:
+                data, peer = sock.recvfrom(bufsize + 1)
+            except MemoryError:
+                if reserve is None:
+                    raise
+                reserve = None  # its block is where the datagram goes
+                gc.collect()
+                data, peer = sock.recvfrom(bufsize + 1)
+            got = True
             out = server.handle(memoryview(data), peer, transport, None, len(data) > bufsize)
             if out is not None:
                 sock.sendto(out, peer)
@@ -43,14 +59,22 @@ async def serve(sock, server, transport="coap", bufsize=1152):
             if not (e.args and e.args[0] == errno.EAGAIN):
                 server.report(e)
         except MemoryError as e:
-            # Out of heap: collect, and if the datagram is still queued (the
-            # receive itself failed) drop it into a preallocated byte, so the
-            # loop never spins on a datagram it cannot take.
+            # Out of heap even so: collect, and if the datagram is still
+            # queued (the receive itself failed) drop it into a preallocated
+            # byte, so the loop never spins on a datagram it cannot take.
             server.report(e)
             gc.collect()
-            try:
-                sock.readinto(sink)
-            except OSError:
-                pass
+            if not got:
+                try:
+                    sock.readinto(sink)
+                except OSError:
+                    pass
         except Exception as e:
             server.report(e)
+        if reserve is None:
+            data = out = None
+            gc.collect()
+            try:
+                reserve = bytearray(bufsize + 1)
+            except MemoryError:
+                pass

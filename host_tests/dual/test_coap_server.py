@@ -387,7 +387,7 @@ def test_dedup_other_peers_cannot_push_out_an_exchange():
     n = counter.count
     assert server.handle(victim, PEER) == first
     assert counter.count == n
-    assert len(server._dedup) <= 32
+    assert len(server._dedup) <= 16
 
 
 def test_dedup_byte_budget():
