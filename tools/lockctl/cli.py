@@ -151,8 +151,9 @@ def cmd_sim(a):
     if a.port:
         extra += ["--port", str(a.port)]
     try:
+        interp.ensure_built()
         cmd = sim_command(bundle, flash, extra)
-    except interp.InterpreterMissing as e:
+    except RuntimeError as e:
         _die(str(e))
     try:
         os.execve(cmd[0], cmd, sim_env())

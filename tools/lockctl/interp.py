@@ -40,6 +40,19 @@ def mpy_cross_exe():
     return _exe("mpy-cross")
 
 
+def ensure_built():
+    """Rebuild the interpreter if its inputs changed (the firmware is frozen
+    in, so a stale build would run old firmware); a no-op otherwise.
+    Raises RuntimeError with the build's message when it fails."""
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import build_mp
+    try:
+        build_mp.build()
+    except build_mp.BuildError as e:
+        raise RuntimeError("cannot build the simulator's MicroPython: %s" % e)
+
+
 def micropython_cmd(heapsize=ESP32_HEAP_BYTES):
     """argv prefix that starts the simulator's interpreter with `heapsize`
     bytes of GC heap (an int, or a string such as "48K")."""
