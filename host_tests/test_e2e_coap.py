@@ -134,7 +134,7 @@ def test_garbage_bearer_is_refused(lock):
 def test_replayed_proof_is_refused(lock):
     client = ch.gen_key()
     tok = lock.token(client)
-    th = ch.token_hash(tok)
+    th = ch.token_id(tok)
     _, _, payload, _ = run(_raw(lock, "POST", "lock/unlock", [(BEARER, tok)]))
     nonce = cbor2.loads(payload)[39]
     proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", th)
@@ -149,7 +149,7 @@ def test_duplicate_con_same_response_one_actuation(lock):
     tok = lock.token(client)
     _, _, payload, _ = run(_raw(lock, "POST", "lock/unlock", [(BEARER, tok)]))
     nonce = cbor2.loads(payload)[39]
-    proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", ch.token_hash(tok))
+    proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", ch.token_id(tok))
     msg = cm.Message(cm.CON, cm.POST, 0x4242, b"\x01\x02")
     msg.add(cm.URI_PATH, b"lock")
     msg.add(cm.URI_PATH, b"unlock")
@@ -233,7 +233,7 @@ def test_libcoap_unlock_flow(lock, tmp_path):
     assert code == "2.01", text
     i = r.stdout.index(b"\xa1\x18\x27\x50")
     nonce = r.stdout[i + 4:i + 20]
-    proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", ch.token_hash(tok))
+    proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", ch.token_id(tok))
     n = lock.events().count("unlocked command")
     r = _libcoap(lock, "post", "lock/unlock", [(POP, proof)])
     code, text = _libcoap_code(r)
@@ -266,7 +266,7 @@ def test_libcoap_inline_bearer_with_challenge(lock):
     import re
     hexes = re.findall(rb"<<([0-9a-f]+)>>", r.stdout)
     nonce = cbor2.loads(bytes.fromhex(hexes[0].decode()))[39]
-    proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", ch.token_hash(tok))
+    proof = ch.pop_proof(client, lock.device_id, nonce, "unlock", ch.token_id(tok))
     r = _libcoap(lock, "post", "lock/unlock", [(BEARER, tok), (POP, proof)])
     assert _libcoap_code(r)[0] == "2.04", r.stdout + r.stderr
     r = _libcoap(lock, "post", "lock/unlock", [(BEARER, tok), (POP, proof)])

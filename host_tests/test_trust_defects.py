@@ -113,7 +113,7 @@ def _defects():
     ]
     tok = w.token()
     cases += [
-        ("revoked_hash", tok, "REVOKED", {"revoked_hashes": [ch.token_hash(tok).hex()]}),
+        ("revoked_hash", tok, "REVOKED", {"revoked_hashes": [ch.token_id(tok).hex()]}),
         ("revoked_cti", tok, "REVOKED", {"revoked_ctis": [b"cti-1".hex()]}),
     ]
     # PSK mode: cnf {2: Encrypt0}.
@@ -127,7 +127,7 @@ def _defects():
     cases.append(("psk_wrong_alg", w.token(w.claims({8: {2: [enc({1: 11}), enc0[1], enc0[2]]}})),
                   "PSK_KEY_INVALID", {}))
     # Proof of possession.
-    th = ch.token_hash(tok)
+    th = ch.token_id(tok)
     nonce = bytes(range(16))
     good = ch.pop_proof(w.client, DEVICE, nonce, "unlock", th)
     fresh = {"nonces": [[nonce.hex(), 1000]], "now_ms": 2000}

@@ -7,7 +7,7 @@ decision is appended to the durable log before the caller moves the door
 """
 from trust import pop, reasons
 from trust.reasons import Refused
-from trust.verifier import token_hash
+from trust.verifier import token_id_of
 
 _HASH_LEN = 32
 
@@ -70,8 +70,8 @@ class Authorizer:
     # Requests -----------------------------------------------------------
     def authorize(self, permission, transport, bearer=None, proof=None, session=None):
         """Returns the Token that authorizes `permission`, or raises Refused.
-        bearer: the Bearer option (a token, or a 32-byte hash of a stored
-        one); proof: the PoP option; session: the DTLS PSK identity."""
+        bearer: the Bearer option (a token, or the 32-byte token id of a
+        stored one); proof: the PoP option; session: the DTLS PSK identity."""
         tok = None
         if bearer is not None and len(bearer) > 0:
             if len(bearer) == _HASH_LEN:
@@ -79,7 +79,7 @@ class Authorizer:
                 if tok is None:
                     raise Refused(reasons.TOKEN_UNKNOWN)
             else:
-                tok = self.store.get(token_hash(bytes(bearer)))
+                tok = self.store.get(token_id_of(bearer))
                 if tok is None:
                     tok = self._verify(bearer, transport)
         elif session is not None:

@@ -149,12 +149,22 @@ class Protected:
         return Response(m.CONTENT, cbor.encode(body), (), CF_CBOR)
 
     def _revoke(self, req):
+        # Body: {"ids": [token id (32 bytes)], "ctis": [cti (1-64 bytes)]}
+        # (PROFILE sec. 2: a token is named by its token id). Validated like
+        # a token: a map of these two lists only, exact types and sizes.
         try:
             body = cbor.decode(req.payload, 3, 1024)
-            hashes = body.get("hashes", [])
+            if not isinstance(body, dict) or not body or any(k not in ("ids", "ctis") for k in body):
+                raise ValueError
+            hashes = body.get("ids", [])
             ctis = body.get("ctis", [])
-            for x in hashes + ctis:
-                if not isinstance(x, bytes):
+            if not isinstance(hashes, list) or not isinstance(ctis, list):
+                raise ValueError
+            for x in hashes:
+                if not isinstance(x, bytes) or len(x) != 32:
+                    raise ValueError
+            for x in ctis:
+                if not isinstance(x, bytes) or not 1 <= len(x) <= 64:
                     raise ValueError
         except (ValueError, AttributeError, TypeError):
             return Response(m.BAD_REQUEST)

@@ -1,5 +1,5 @@
 """Authorization layer: the bounded store of verified access tokens
-(RFC 9200 5.10.1), keyed by token hash, one token per proof-of-possession
+(RFC 9200 5.10.1), keyed by token id (PROFILE sec. 2), one token per proof-of-possession
 key: a new token for the same key supersedes the old one.
 """
 

@@ -1,7 +1,7 @@
 """Trust core: the access-token verifier (PROFILE.md sec. 2).
 
 verify() runs, in order: size and structure (COSE_Sign1), header rules,
-revocation by token hash, the ES256 signature with the AS key named by kid,
+revocation by token id, the ES256 signature with the AS key named by kid,
 then the claims (iss, aud, time, exi, cnf). It returns a Token or raises
 reasons.Refused. No transport, socket or clock is imported: the caller
 passes the wall time (None when unsynced), the boot counter and uptime.
@@ -24,6 +24,9 @@ class TrustedKey:
 
 
 class Token:
+    """A verified token: `raw` bytes as received, `hash` its token id
+    (token_id: the same for every envelope of the same signed content),
+    `claims` (cwt.Claims), `issuer` of the AS key that signed it."""
     __slots__ = ("raw", "hash", "claims", "issuer")
 
     def __init__(self, raw, digest, claims, issuer):
@@ -40,9 +43,20 @@ class Token:
         return self.claims.cnf_kind is None
 
 
-def token_hash(raw):
-    """PROFILE sec. 2: SHA-256 over the exact token bytes."""
-    return hashlib.sha256(raw).digest()
+def token_id(sign1):
+    """PROFILE sec. 2 (v2): the token id, SHA-256 over the deterministic
+    encoding of the COSE Sig_structure ["Signature1", protected, h'',
+    payload] (RFC 9052 sec. 4.4) of a parsed COSE_Sign1: exactly what the AS
+    signed. Tags (18, 61(18), none), unprotected headers, length encodings
+    and the signature (s or n-s) do not change it, so no envelope escapes a
+    revocation or takes a second slot in the token store. 32 bytes."""
+    return hashlib.sha256(cose.sig_structure(sign1.protected_raw, sign1.payload)).digest()
+
+
+def token_id_of(raw):
+    """token_id of raw token bytes; raises Refused when they are not a
+    COSE_Sign1 the profile accepts (cose.parse_sign1)."""
+    return token_id(cose.parse_sign1(bytes(raw)))
 
 
 class Verifier:
@@ -67,9 +81,9 @@ class Verifier:
     def verify(self, raw, now_s=None, boot=0, uptime_s=0, check_exi=True):
         raw = bytes(raw)
         s = cose.parse_sign1(raw)
-        digest = token_hash(raw)
+        digest = token_id(s)
         if digest in self.revoked_hashes:
-            raise Refused(REVOKED, "token hash")
+            raise Refused(REVOKED, "token id")
         key = cose.select_key(self.keys, s.kid)
         cose.verify_sign1(s, key.pub)
         c = cwt.parse(s.payload, self.psk_unwrap_key)

@@ -76,7 +76,7 @@ def cmd_token(a):
     with open(a.out, "wb") as f:
         f.write(tok)
     print("token %s: %d bytes, hash %s, scope %r, %s" % (
-        a.out, len(tok), ch.token_hash(tok).hex(), a.scope,
+        a.out, len(tok), ch.token_id(tok).hex(), a.scope,
         "bearer" if a.bearer else ("psk" if a.psk else "pop key " + a.key)))
 
 

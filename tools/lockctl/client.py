@@ -117,7 +117,7 @@ class Phone:
         return out
 
     def _proof(self, permission):
-        return ch.pop_proof(self.key, self.device_id, self.nonce, permission, ch.token_hash(self.token))
+        return ch.pop_proof(self.key, self.device_id, self.nonce, permission, ch.token_id(self.token))
 
     async def act(self, action, inline=False, payload=b"", query=()):
         """Send the action; on 4.01 with a cnonce, sign and retry once."""

@@ -83,8 +83,26 @@ def encrypt0_key(as_lock_key, kid, secret, iv=None):
     return [prot, {5: iv}, ct]
 
 
+def token_id(token):
+    """PROFILE sec. 2 (v2): SHA-256 over the deterministic CBOR encoding of
+    the COSE Sig_structure ["Signature1", protected, h'', payload] of a
+    COSE_Sign1 token (tag 18, 61(18) or untagged): what the AS signed, the
+    same for every envelope of it. Raises ValueError for anything else."""
+    obj = cbor2.loads(token)
+    if isinstance(obj, cbor2.CBORTag) and obj.tag == 61:
+        obj = obj.value
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != 18:
+            raise ValueError("not a COSE_Sign1 (tag %d)" % obj.tag)
+        obj = obj.value
+    if not (isinstance(obj, list) and len(obj) == 4 and isinstance(obj[0], bytes) and isinstance(obj[2], bytes)):
+        raise ValueError("not a COSE_Sign1")
+    return hashlib.sha256(enc(["Signature1", obj[0], b"", obj[2]])).digest()
+
+
 def token_hash(token):
-    return hashlib.sha256(token).digest()
+    """Old name of token_id, kept while the benchmarks move over."""
+    return token_id(token)
 
 
 def pop_challenge(device_id, nonce, permission, thash):
