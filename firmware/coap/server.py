@@ -288,9 +288,11 @@ def _hashable(peer):
 
 
 class CoapServer:
-    """Message layer over a Site. `known_options`: option numbers the
-    resources handle themselves (e.g. the profile's Bearer and PoP), so they
-    are not refused as unknown critical options. `now_ms`: monotonic,
+    """Message layer over a Site. `known_options`: the options the
+    resources handle themselves (e.g. the profile's Bearer and PoP), as
+    {number: (min length, max length, repeatable)}; they are held to the same
+    rules as RFC 7252's own (sec. 5.4.3, 5.4.5: a critical one that is
+    repeated or out of its length range is unrecognized, so 4.02). `now_ms`: monotonic,
     non-wrapping milliseconds. `on_error(exc)`: told about handler crashes
     and transport errors. Counters: rx, dropped, errors."""
 
@@ -298,7 +300,7 @@ class CoapServer:
                  on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None, dedup_per_peer=4,
                  dedup_bytes=3072):
         self.site = site
-        self._known = set(known_options)
+        self._known = dict(known_options)
         self._now = now_ms or _default_clock()
         self._dedup = _Dedup(dedup_size, dedup_per_peer, dedup_bytes)
         self.on_error = on_error
@@ -392,9 +394,9 @@ class CoapServer:
         prev = -1
         for i in range(len(opts)):
             num, val = opts[i]
-            rule = _RULES.get(num)
+            rule = _RULES.get(num) or self._known.get(num)
             if rule is None:
-                ok = num in self._known or not m.is_critical(num)
+                ok = not m.is_critical(num)
             else:
                 ok = rule[0] <= len(val) <= rule[1] and (rule[2] or num != prev)
             prev = num

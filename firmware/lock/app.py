@@ -19,6 +19,11 @@ from trust.reasons import Refused
 from trust.verifier import Verifier
 
 
+# PROFILE sec. 4: the profile's critical request options, neither repeatable
+# (number: (min length, max length, repeatable)).
+PROFILE_OPTIONS = {m.BEARER: (0, 1024, False), m.POP: (0, 255, False)}
+
+
 def _mkdir(path):
     try:
         os.mkdir(path)
@@ -49,7 +54,7 @@ class LockApp:
         for r in cfg.resources:
             res = resources.Protected(b, r)
             self.site.add(tuple(r.path.split("/")), res, res.attrs)
-        self.server = CoapServer(self.site, known_options=(m.BEARER, m.POP), now_ms=clock.uptime_ms,
+        self.server = CoapServer(self.site, known_options=PROFILE_OPTIONS, now_ms=clock.uptime_ms,
                                  on_error=self._error)
 
     def _restore(self):

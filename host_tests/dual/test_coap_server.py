@@ -5,6 +5,7 @@ from coap import message as m
 from coap.message import Message, parse, serialize
 from coap.server import (EXCHANGE_LIFETIME_MS, NON_LIFETIME_MS, CoapError, CoapServer,
                          Response, Site)
+from lock.app import PROFILE_OPTIONS
 
 PEER = ("192.0.2.1", 5683)
 OTHER = ("192.0.2.2", 5683)
@@ -67,7 +68,7 @@ def make(**kw):
     site.add(("faulty",), Faulty(), {"hidden": True})
     errors = []
     clock = Clock()
-    kw.setdefault("known_options", (m.BEARER, m.POP))
+    kw.setdefault("known_options", PROFILE_OPTIONS)
     server = CoapServer(site, now_ms=clock, on_error=errors.append, mid_start=100, **kw)
     return server, counter, clock, errors
 
@@ -148,7 +149,7 @@ def test_known_and_elective_options_pass():
     assert r.code == m.CHANGED
     assert counter.exchanges[0].request.get(m.BEARER) == b"token"
     # Without known_options the profile's options are unknown critical ones.
-    server2, _, _, _ = make(known_options=())
+    server2, _, _, _ = make(known_options={})
     assert ask(server2, req("counter", code=m.POST, options=((m.BEARER, b"t"),))).code == m.BAD_OPTION
 
 
@@ -168,6 +169,23 @@ def test_option_length_and_repeat_rules():
     seen = counter.exchanges[0].request
     assert seen.get(m.CONTENT_FORMAT) is None and seen.get(m.ETAG) is None
     assert seen.get_all(m.MAX_AGE) == [b"\x01"]
+
+
+def test_profile_options_follow_the_same_rules():
+    # PROFILE sec. 4: Bearer (0-1024) and PoP (0-255) are critical and not
+    # repeatable: repeated or out of range is 4.02 and the handler never runs.
+    server, counter, _, _ = make()
+    bad = (((m.BEARER, b"a"), (m.BEARER, b"b")), ((m.POP, b"a"), (m.POP, b"b")),
+           ((m.BEARER, b"x" * 1025),), ((m.POP, b"x" * 256),),
+           ((m.BEARER, b"a"), (m.POP, b"p"), (m.POP, b"q")))
+    for i, opts in enumerate(bad):
+        r = ask(server, req("counter", code=m.POST, mid=40 + i, options=opts))
+        assert r.code == m.BAD_OPTION, opts
+    assert counter.count == 0
+    ok = (((m.BEARER, b"x" * 1024),), ((m.POP, b"x" * 255),), ((m.BEARER, b""), (m.POP, b"")))
+    for i, opts in enumerate(ok):
+        r = ask(server, req("counter", code=m.POST, mid=60 + i, options=opts))
+        assert r.code == m.CHANGED, opts
 
 
 def test_proxy_options_not_supported():
