@@ -9,6 +9,8 @@ declared length is trusted before it is checked against what is left.
 """
 from micropython import const
 
+from trust.cbor import utf8_valid
+
 # Message types (sec. 3)
 CON = const(0)
 NON = const(1)
@@ -108,46 +110,9 @@ def decode_uint(value):
     return n
 
 
-def _utf8_ok(b):
-    # RFC 3629 strictly: no overlong forms, no surrogates, nothing above
-    # U+10FFFF. MicroPython's own decoder accepts all three.
-    i = 0
-    end = len(b)
-    while i < end:
-        c = b[i]
-        if c < 0x80:
-            i += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
-            n, lo, hi = 1, 0x80, 0xBF
-        elif c == 0xE0:
-            n, lo, hi = 2, 0xA0, 0xBF
-        elif c == 0xED:
-            n, lo, hi = 2, 0x80, 0x9F
-        elif 0xE1 <= c <= 0xEF:
-            n, lo, hi = 2, 0x80, 0xBF
-        elif c == 0xF0:
-            n, lo, hi = 3, 0x90, 0xBF
-        elif 0xF1 <= c <= 0xF3:
-            n, lo, hi = 3, 0x80, 0xBF
-        elif c == 0xF4:
-            n, lo, hi = 3, 0x80, 0x8F
-        else:
-            return False
-        if i + n >= end:
-            return False
-        if not lo <= b[i + 1] <= hi:
-            return False
-        for k in range(i + 2, i + n + 1):
-            if not 0x80 <= b[k] <= 0xBF:
-                return False
-        i += n + 1
-    return True
-
-
 def decode_text(value):
     """Option value as str, refusing anything that is not strict UTF-8."""
-    if not _utf8_ok(value):
+    if not utf8_valid(value):
         raise FormatError("option value is not UTF-8")
     return bytes(value).decode()
 

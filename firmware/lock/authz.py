@@ -72,6 +72,13 @@ class Authorizer:
         """Returns the Token that authorizes `permission`, or raises Refused.
         bearer: the Bearer option (a token, or the 32-byte token id of a
         stored one); proof: the PoP option; session: the DTLS PSK identity."""
+        spent = None
+        if proof is not None and (session is not None or bearer is not None and len(bearer) > 0):
+            # A nonce that was presented is spent, whatever is refused first
+            # (the token, its scope): checking in that order must not leave
+            # a usable nonce behind. Why the proof is no good is kept for
+            # after the token checks, so the order of reasons stays the same.
+            spent = self._spend(proof)
         tok = None
         if bearer is not None and len(bearer) > 0:
             if len(bearer) == _HASH_LEN:
@@ -97,7 +104,9 @@ class Authorizer:
         if c.cnf_kind == "ec2":
             if proof is None:
                 raise Refused(reasons.POP_MISSING)
-            pop.check_proof(proof, c.pop_key, self.device_id, permission, tok.hash, self.nonces)
+            if isinstance(spent, Refused):
+                raise spent
+            pop.check_signature(c.pop_key, self.device_id, spent[0], spent[1], permission, tok.hash)
         elif c.cnf_kind == "psk":
             # RFC 9202 3.3: the DTLS session must be the one keyed by this token.
             if session is None or session != c.psk_kid:
@@ -105,6 +114,16 @@ class Authorizer:
         elif transport == "coap":
             raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
         return tok
+
+    def _spend(self, proof):
+        """(nonce, signature) of a PoP option whose nonce was outstanding
+        and is now spent, or the Refused saying why it cannot be used."""
+        try:
+            nonce, sig = pop.parse_proof(proof)
+            self.nonces.consume(nonce)
+            return nonce, sig
+        except Refused as e:
+            return e
 
     def _by_proof(self, permission, proof):
         # PROFILE sec. 4: a stored token named by its PoP proof. The nonce is

@@ -136,12 +136,17 @@ class Protected:
     def _log(self, req):
         after = 0
         for q in req.get_all(m.URI_QUERY):
-            q = m.decode_text(q)
+            # Only "after=N" (decimal digits, at most 10) is understood; a
+            # query that is not UTF-8 or not a number is 4.00.
+            try:
+                q = m.decode_text(q)
+            except m.FormatError:
+                return Response(m.BAD_REQUEST)
             if q.startswith("after="):
-                try:
-                    after = int(q[6:])
-                except ValueError:
+                num = q[6:]
+                if not (0 < len(num) <= 10 and all("0" <= ch <= "9" for ch in num)):
                     return Response(m.BAD_REQUEST)
+                after = int(num)
         log = self.b.log
         recs = log.records(after, _LOG_PAGE)
         body = {"boot": log.boot, "next_seq": log.next_seq, "dropped": log.dropped,

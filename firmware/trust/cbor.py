@@ -15,6 +15,44 @@ _MAX_DEPTH = const(8)
 _MAX_SIZE = const(4096)
 
 
+def utf8_valid(b):
+    """True if the bytes `b` are UTF-8 by RFC 3629 strictly: no overlong
+    forms, no surrogates, nothing above U+10FFFF. Checked here, not left to
+    str(): MicroPython's decoder accepts all three (CPython's does not), and
+    strictness must not depend on the interpreter."""
+    i = 0
+    end = len(b)
+    while i < end:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            n, lo, hi = 1, 0x80, 0xBF
+        elif c == 0xE0:
+            n, lo, hi = 2, 0xA0, 0xBF
+        elif c == 0xED:
+            n, lo, hi = 2, 0x80, 0x9F
+        elif 0xE1 <= c <= 0xEF:
+            n, lo, hi = 2, 0x80, 0xBF
+        elif c == 0xF0:
+            n, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= c <= 0xF3:
+            n, lo, hi = 3, 0x80, 0xBF
+        elif c == 0xF4:
+            n, lo, hi = 3, 0x80, 0x8F
+        else:
+            return False
+        if i + n >= end:
+            return False
+        if not lo <= b[i + 1] <= hi:
+            return False
+        for k in range(i + 2, i + n + 1):
+            if not 0x80 <= b[k] <= 0xBF:
+                return False
+        i += n + 1
+    return True
+
 class CBORError(ValueError):
     """Raised for any ill-formed, non-strict or over-cap input."""
 
@@ -100,10 +138,9 @@ class _Reader:
             return bytes(self._take(arg))
         if mt == 3:
             raw = self._take(arg)
-            try:
-                return str(raw, "utf-8")
-            except Exception:
+            if not utf8_valid(raw):
                 raise CBORError("invalid utf-8")
+            return str(raw, "utf-8")
         if mt == 4:
             # Each element needs at least one byte: refuse before allocating.
             if arg > self.end - self.pos:

@@ -77,6 +77,18 @@ DEFECTS = [
     ("a1810102", "array as map key"),
     ("a1f501", "bool as map key"),
     ("62c328", "invalid utf-8"),
+    # Ill-formed UTF-8 that MicroPython's own decoder accepts (RFC 3629).
+    ("62c0af", "overlong '/'"),
+    ("63e08080", "overlong NUL, 3 bytes"),
+    ("64f0808080", "overlong NUL, 4 bytes"),
+    ("63eda080", "surrogate U+D800"),
+    ("63edbfbf", "surrogate U+DFFF"),
+    ("64f4908080", "above U+10FFFF"),
+    ("61c2", "truncated sequence"),
+    ("6180", "lone continuation"),
+    ("62e282", "cut 3-byte sequence"),
+    ("61ff", "byte 0xFF"),
+    ("a162c0af01", "overlong text as a map key"),
     ("5bffffffffffffffff", "huge bstr length"),
     ("9bffffffffffffffff", "huge array count"),
     ("bbffffffffffffffff", "huge map count"),
@@ -90,6 +102,14 @@ def test_defect_table():
     for hx, what in DEFECTS:
         e = raises(CBORError, decode, unhex(hx))
         assert e is not None, what
+
+
+def test_valid_utf8_edges_decode():
+    # The boundaries of RFC 3629's table are accepted on both interpreters.
+    for hx, text in (("617f", "\x7f"), ("62c280", "\x80"), ("63e0a080", "\u0800"),
+                     ("63ed9fbf", "\ud7ff"), ("63ee8080", "\ue000"), ("64f0908080", "\U00010000"),
+                     ("64f48fbfbf", "\U0010ffff")):
+        assert decode(unhex(hx)) == text, hx
 
 
 def test_depth_cap():

@@ -156,3 +156,17 @@ def test_token_uploads_count_toward_lockout():
     assert d.reason == reasons.LOCKED_OUT and d.retry_s > 0
     assert az.post_token(b"", "coap", "other").reason == reasons.TOKEN_MISSING
     assert [r[3] for r in log.rows] == ["authz-info"] * 7
+
+
+def test_presented_nonce_is_spent_even_when_the_token_is_refused_first():
+    # A proof refused before its signature is checked (here: the token's
+    # issuer is no longer trusted) still spends its nonce.
+    from trust import cbor
+    az = _authz(_Log())
+    az.store.add(_Tok(b"\x22" * 32, pop_key=b"K"), lambda t: False)
+    n = az.nonces.issue()
+    d = az.decide("unlock", "coap", "p", bearer=b"\x22" * 32, proof=cbor.encode([n, b"\x00" * 64]))
+    assert not d.granted and d.reason == reasons.UNKNOWN_KEY
+    assert len(az.nonces) == 0
+    e = raises(reasons.Refused, az.nonces.consume, n)
+    assert e.reason == reasons.NONCE_UNKNOWN

@@ -100,10 +100,6 @@ def token_id(token):
     return hashlib.sha256(enc(["Signature1", obj[0], b"", obj[2]])).digest()
 
 
-def token_hash(token):
-    """Old name of token_id, kept while the benchmarks move over."""
-    return token_id(token)
-
 
 def pop_challenge(device_id, nonce, permission, thash):
     return enc(["lock-pop-v1", device_id, nonce, permission, thash])
