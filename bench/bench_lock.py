@@ -32,37 +32,7 @@ from bench_p256 import bench_micropython, make_cases, summary  # noqa: E402
 from coap import message as cm  # noqa: E402
 from lockctl import cose_host as ch  # noqa: E402
 from lockctl.interp import ESP32_HEAP_BYTES  # noqa: E402
-from simlock import SimLock  # noqa: E402
-
-
-class RawClient:
-    """A minimal CoAP client on a plain UDP socket (no library overhead in
-    the measured path)."""
-
-    def __init__(self, port):
-        self.addr = ("127.0.0.1", port)
-        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.s.settimeout(10)
-        self.mid = 1
-
-    def request(self, code, path, options=(), payload=b""):
-        self.mid = (self.mid + 1) & 0xFFFF
-        msg = cm.Message(cm.CON, code, self.mid, self.mid.to_bytes(2, "big"), payload=payload)
-        for seg in path.split("/"):
-            msg.add(cm.URI_PATH, seg.encode())
-        for num, val in options:
-            msg.add(num, val)
-        raw = cm.serialize(msg)
-        t0 = time.perf_counter()
-        self.s.sendto(raw, self.addr)
-        while True:
-            data = self.s.recv(2048)
-            resp = cm.parse(data)
-            if resp.mid == self.mid:
-                return resp, time.perf_counter() - t0
-
-    def close(self):
-        self.s.close()
+from simlock import RawClient, SimLock, unlock_flow  # noqa: E402
 
 
 def p256_ms(rounds=200):
@@ -80,17 +50,6 @@ def ready_heap(lock):
         if m:
             return int(m.group(1)), int(m.group(2))
     return None, None
-
-
-def unlock_flow(lock, client_key, tok, c):
-    """Upload, then unlock with the cnonce of the 2.01. Returns the code."""
-    resp, _ = c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, b"\x3d")], tok)
-    if resp.code != cm.CREATED:
-        return resp.code
-    nonce = cbor2.loads(resp.payload)[39]
-    proof = ch.pop_proof(client_key, lock.device_id, nonce, "unlock", ch.token_id(tok))
-    resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
-    return resp.code
 
 
 def measure_unlocks(lock, n):

@@ -11,6 +11,9 @@ import subprocess
 import threading
 import time
 
+import cbor2
+
+from coap import message as cm
 from lockctl import cose_host as ch
 from lockctl.cli import sim_command, sim_env
 from lockctl.provision import load_bundle, provision
@@ -107,3 +110,48 @@ class SimLock:
 
     def token(self, client=None, over=None, **kw):
         return ch.make_sign1(self.claims(over, client), self.as_key, kid=self.kid, **kw)
+
+
+class RawClient:
+    """A minimal CoAP client on a plain UDP socket (no library overhead in
+    the measured path)."""
+
+    def __init__(self, port, host=None):
+        """`host`: a loopback source address (127.x.y.z) to send from, so
+        one test can be many peers."""
+        self.addr = ("127.0.0.1", port)
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if host:
+            self.s.bind((host, 0))
+        self.s.settimeout(10)
+        self.mid = int.from_bytes(os.urandom(2), "big")  # as a real client: no MID reuse across sockets
+
+    def request(self, code, path, options=(), payload=b""):
+        self.mid = (self.mid + 1) & 0xFFFF
+        msg = cm.Message(cm.CON, code, self.mid, self.mid.to_bytes(2, "big"), payload=payload)
+        for seg in path.split("/"):
+            msg.add(cm.URI_PATH, seg.encode())
+        for num, val in options:
+            msg.add(num, val)
+        raw = cm.serialize(msg)
+        t0 = time.perf_counter()
+        self.s.sendto(raw, self.addr)
+        while True:
+            data = self.s.recv(2048)
+            resp = cm.parse(data)
+            if resp.mid == self.mid:
+                return resp, time.perf_counter() - t0
+
+    def close(self):
+        self.s.close()
+
+
+def unlock_flow(lock, client_key, tok, c):
+    """Upload, then unlock with the cnonce of the 2.01. Returns the code."""
+    resp, _ = c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, b"\x3d")], tok)
+    if resp.code != cm.CREATED:
+        return resp.code
+    nonce = cbor2.loads(resp.payload)[39]
+    proof = ch.pop_proof(client_key, lock.device_id, nonce, "unlock", ch.token_id(tok))
+    resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
+    return resp.code

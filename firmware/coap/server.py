@@ -375,6 +375,10 @@ class CoapServer:
                 resp = self._dispatch(req, exchange)
             except CoapError as e:
                 resp = e.response()
+            except MemoryError as e:
+                # RFC 7252 5.9.3.4: the server cannot serve it now.
+                self.report(e)
+                resp = Response(m.SERVICE_UNAVAILABLE)
             except Exception as e:
                 self.report(e)
                 resp = Response(m.INTERNAL_SERVER_ERROR)

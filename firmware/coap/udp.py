@@ -24,32 +24,49 @@ import asyncio
 import errno
 import gc
 
+from micropython import const
+
+_MAX_RX_FAILS = const(3)
+_RESERVE_COPY = const(512)
+
 
 async def serve(sock, server, transport="coap", bufsize=1152):
     """Serve `server` on `sock` (a bound UDP socket) until cancelled. Keep
     `bufsize` at least `server.max_size`.
 
-    Heap: the receive needs bufsize+1 contiguous bytes, which a small,
-    fragmented heap (56 KiB on an ESP32) may not have even when enough is
-    free in all; a reserve block of that size is kept between datagrams and
-    released for the receive when needed, then taken again."""
+    Heap: a receive allocates bufsize+1 bytes and then, while that block is
+    still held, the copy of the datagram: two contiguous blocks, which a
+    small, fragmented heap (56 KiB on an ESP32) may not have even when
+    enough is free in all. Two reserve blocks are kept between datagrams, one
+    for each (the copy's sized for a request with a typical token,
+    _RESERVE_COPY bytes); a receive that fails releases them and is tried
+    again; the first is taken back right after the receive (before handling
+    can fill its hole), the second once the request is done. A datagram that
+    still cannot be received is retried on the next wake-up; after
+    _MAX_RX_FAILS in a row one datagram is dropped into a preallocated byte,
+    so the loop never spins."""
     sock.setblocking(False)
-    sink = bytearray(1)  # discards a datagram without allocating
-    reserve = bytearray(bufsize + 1)
+    sink = bytearray(1)
+    n = bufsize + 1
+    rx_reserve = bytearray(n)
+    copy_reserve = bytearray(_RESERVE_COPY)
+    fails = 0
     while True:
         yield asyncio.core._io_queue.queue_read(sock)
         data = out = None
         got = False
         try:
             try:
-                data, peer = sock.recvfrom(bufsize + 1)
+                data, peer = sock.recvfrom(n)
             except MemoryError:
-                if reserve is None:
+                if rx_reserve is None and copy_reserve is None:
                     raise
-                reserve = None  # its block is where the datagram goes
+                rx_reserve = copy_reserve = None
                 gc.collect()
-                data, peer = sock.recvfrom(bufsize + 1)
+                data, peer = sock.recvfrom(n)
+                rx_reserve = _take(n)
             got = True
+            fails = 0
             out = server.handle(memoryview(data), peer, transport, None, len(data) > bufsize)
             if out is not None:
                 sock.sendto(out, peer)
@@ -59,22 +76,31 @@ async def serve(sock, server, transport="coap", bufsize=1152):
             if not (e.args and e.args[0] == errno.EAGAIN):
                 server.report(e)
         except MemoryError as e:
-            # Out of heap even so: collect, and if the datagram is still
-            # queued (the receive itself failed) drop it into a preallocated
-            # byte, so the loop never spins on a datagram it cannot take.
+            # Out of heap even so. Whether the datagram is still queued
+            # cannot be told (the copy may fail after the read), so it is
+            # retried, and only a run of failures drops one.
             server.report(e)
-            gc.collect()
             if not got:
-                try:
-                    sock.readinto(sink)
-                except OSError:
-                    pass
+                fails += 1
+                if fails >= _MAX_RX_FAILS:
+                    fails = 0
+                    try:
+                        sock.readinto(sink)
+                    except OSError:
+                        pass
         except Exception as e:
             server.report(e)
-        if reserve is None:
+        if rx_reserve is None or copy_reserve is None:
             data = out = None
             gc.collect()
-            try:
-                reserve = bytearray(bufsize + 1)
-            except MemoryError:
-                pass
+            if rx_reserve is None:
+                rx_reserve = _take(n)
+            if copy_reserve is None:
+                copy_reserve = _take(_RESERVE_COPY)
+
+
+def _take(size):
+    try:
+        return bytearray(size)
+    except MemoryError:
+        return None

@@ -54,8 +54,10 @@ class LockApp:
         for r in cfg.resources:
             res = resources.Protected(b, r)
             self.site.add(tuple(r.path.split("/")), res, res.attrs)
+        size, per_peer, nbytes = cfg.dedup
         self.server = CoapServer(self.site, known_options=PROFILE_OPTIONS, now_ms=clock.uptime_ms,
-                                 on_error=self._error)
+                                 on_error=self._error, dedup_size=size, dedup_per_peer=per_peer,
+                                 dedup_bytes=nbytes)
 
     def _restore(self):
         raws = state.restore(self.statefile.load(), self.verifier)

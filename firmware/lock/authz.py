@@ -5,6 +5,8 @@ hash, a PoP proof, the DTLS session identity) and get a Decision back; the
 decision is appended to the durable log before the caller moves the door
 (PROFILE.md sec. 6). Nothing here imports a socket, radio or pin.
 """
+import gc
+
 from trust import pop, reasons
 from trust.reasons import Refused
 from trust.verifier import token_id_of
@@ -173,10 +175,16 @@ class Authorizer:
                 d = Decision(True, reasons.OK, tok, permission)
             except Refused as e:
                 d = Decision(False, e.reason, tok, permission, e.detail)
+            except MemoryError:
+                # Fail closed and say why; the client did nothing wrong, so
+                # the lockout does not count it. Collect before the log append.
+                tok = None
+                gc.collect()
+                d = Decision(False, reasons.NO_MEMORY, None, permission)
             if peer is not None:
                 if d.granted:
                     self.lockout.success(peer)
-                elif d.reason not in (reasons.TOKEN_MISSING, reasons.POP_MISSING):
+                elif d.reason not in (reasons.TOKEN_MISSING, reasons.POP_MISSING, reasons.NO_MEMORY):
                     self.lockout.failure(peer, now_ms)
         if self.verifier.exi.dirty:
             self._changed()

@@ -2,14 +2,57 @@
 revocation lists and the exi first-receipt table (RFC 9200 5.10.3).
 
 One CBOR file replaced atomically (write a temporary file, then rename,
-which littlefs commits atomically). A missing or unreadable file means
-an empty state; an unreadable one is kept aside for inspection.
+which littlefs commits atomically), followed by the CRC-32 of the CBOR
+(version 2; a version-1 file, without CRC, is still read). The file is
+written as it is encoded, through a 128-byte buffer: on the ESP32's small,
+fragmented heap a state of a few KB must not need one contiguous block.
+A missing or unreadable file means an empty state; an unreadable one is kept
+aside for inspection.
 """
 import os
+import struct
+from binascii import crc32
+
+from micropython import const
 
 from trust import cbor
 
-_VERSION = 1
+_VERSION = const(2)
+_CHUNK = const(128)
+
+
+class _Writer:
+    """The append/extend of a bytearray (what cbor.encode_into uses), onto a
+    file through one small buffer, with a running CRC-32."""
+
+    def __init__(self, f):
+        self.f = f
+        self.buf = bytearray(_CHUNK)
+        self.n = 0
+        self.crc = 0
+
+    def append(self, byte):
+        if self.n == _CHUNK:
+            self.flush()
+        self.buf[self.n] = byte
+        self.n += 1
+
+    def extend(self, data):
+        mv = memoryview(data)
+        i = 0
+        while i < len(mv):
+            if self.n == _CHUNK:
+                self.flush()
+            k = min(_CHUNK - self.n, len(mv) - i)
+            self.buf[self.n:self.n + k] = mv[i:i + k]
+            self.n += k
+            i += k
+
+    def flush(self):
+        part = memoryview(self.buf)[:self.n]
+        self.crc = crc32(part, self.crc)
+        self.f.write(part)
+        self.n = 0
 
 
 class StateFile:
@@ -23,9 +66,13 @@ class StateFile:
         except OSError:
             return None
         try:
-            st = cbor.decode(raw, 6, 65536)
+            st = None
+            if len(raw) > 4 and struct.unpack(">I", raw[-4:])[0] == crc32(memoryview(raw)[:-4]):
+                st = cbor.decode(memoryview(raw)[:-4], 6, 65536)
             if not isinstance(st, dict) or st.get("v") != _VERSION:
-                raise ValueError("version")
+                st = cbor.decode(raw, 6, 65536)  # version 1: no CRC
+                if not isinstance(st, dict) or st.get("v") != 1:
+                    raise ValueError("version")
             return st
         except ValueError:
             try:
@@ -36,10 +83,12 @@ class StateFile:
 
     def save(self, st):
         st["v"] = _VERSION
-        data = cbor.encode(st)
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
-            f.write(data)
+            w = _Writer(f)
+            cbor.encode_into(st, w)
+            w.flush()
+            f.write(struct.pack(">I", w.crc))
         os.rename(tmp, self.path)
 
 

@@ -277,5 +277,6 @@ def encode(v):
 
 
 def encode_into(v, out):
-    """Append the deterministic encoding of v to the bytearray `out`."""
+    """Append the deterministic encoding of v to `out`: a bytearray, or
+    anything with its append(int) and extend(bytes) (e.g. a file writer)."""
     _enc(v, out)

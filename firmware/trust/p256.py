@@ -116,9 +116,12 @@ def _parse_point(pubkey):
 
 
 def point_valid(pubkey):
-    """True if pubkey is a valid uncompressed P-256 public key."""
+    """True if pubkey is a valid uncompressed P-256 public key. MemoryError
+    propagates: running out of heap is not an invalid key."""
     try:
         return _parse_point(pubkey) is not None
+    except MemoryError:
+        raise
     except Exception:
         return False
 
@@ -245,9 +248,14 @@ def _check_r(X, Z, r):
 
 
 def verify(pubkey, digest, sig):
-    """ECDSA P-256 verification of a SHA-256 digest; True only if valid."""
+    """ECDSA P-256 verification of a SHA-256 digest; True only if valid.
+    MemoryError propagates (the caller answers 5.03): a signature that could
+    not be checked is not an invalid one, and must not count against the
+    client or be logged as forged."""
     try:
         return _verify(pubkey, digest, sig)
+    except MemoryError:
+        raise
     except Exception:
         return False
 

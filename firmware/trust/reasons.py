@@ -59,6 +59,7 @@ ACTUATOR_FAULT = const(37)
 BAD_REQUEST = const(38)
 STORE_FULL = const(39)
 WRONG_SESSION = const(40)
+NO_MEMORY = const(41)  # out of heap: nothing could be checked, so a deny (5.03)
 
 # Indexed by reason: the name, the Error option value (255: no option) and
 # the CoAP code. Kept as one string and two byte strings rather than a dict
@@ -72,7 +73,7 @@ _NAMES = (
     "cnf_invalid bearer_not_allowed pop_missing pop_malformed "
     "nonce_unknown nonce_expired pop_sig_invalid token_missing "
     "token_unknown psk_key_invalid exi_table_full locked_out log_failure "
-    "actuator_fault bad_request store_full wrong_session "
+    "actuator_fault bad_request store_full wrong_session no_memory "
 )
 _E = const(255)  # no Error option
 _ERRORS = bytes((
@@ -89,6 +90,7 @@ _ERRORS = bytes((
     0,                                          # 38 bad_request
     _E,                                         # 39 store_full
     1,                                          # 40 wrong_session
+    _E,                                         # 41 no_memory
 ))
 _CODES = bytes((
     0x44,                                       # 0 ok: 2.04
@@ -104,8 +106,9 @@ _CODES = bytes((
     0x80,                                       # 38: 4.00
     0xA3,                                       # 39 store_full: 5.03
     0x81,                                       # 40: 4.01
+    0xA3,                                       # 41 no_memory: 5.03
 ))
-COUNT = const(41)
+COUNT = const(42)
 
 def name(reason):
     if 0 <= reason < COUNT:

@@ -230,7 +230,7 @@ REASONS = {
     "pop_sig_invalid": (1, "4.01"), "token_missing": (None, "4.01"), "token_unknown": (1, "4.01"),
     "psk_key_invalid": (1, "4.01"), "exi_table_full": (None, "5.03"), "locked_out": (None, "4.29"),
     "log_failure": (None, "5.03"), "actuator_fault": (None, "5.03"), "bad_request": (0, "4.00"),
-    "store_full": (None, "5.03"), "wrong_session": (1, "4.01"),
+    "store_full": (None, "5.03"), "wrong_session": (1, "4.01"), "no_memory": (None, "5.03"),
 }
 
 

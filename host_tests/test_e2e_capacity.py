@@ -1,0 +1,67 @@
+"""Every bounded table of the lock full at once, on the ESP32's 56 KiB heap
+(the simulator's default): token store, exi table, nonce table, lockout
+table and duplicate table, each filled over the network by as many peers as
+it holds (distinct loopback addresses). A new phone must still upload,
+unlock and read the state, and the lock must never run out of heap. This is
+the RAM budget of the default configuration, measured rather than assumed."""
+import os
+
+import cbor2
+
+from coap import message as cm
+from lock import config
+from lockctl import cose_host as ch
+from simlock import RawClient, SimLock, unlock_flow
+
+CF_CWT = b"\x3d"  # Content-Format 61, application/cwt
+
+
+def _request(lock, host, *args):
+    c = RawClient(lock.port, host)
+    c.s.settimeout(5)
+    try:
+        return c.request(*args)[0]
+    finally:
+        c.close()
+
+
+def test_all_tables_full_and_the_lock_still_serves(tmp_path):
+    lock = SimLock(tmp_path, relock_ms=300)
+    try:
+        cfg = config.load(lock.bundle + "/lock.json")
+        peer = iter("127.0.%d.%d" % (i // 200, 2 + i % 200) for i in range(1000))
+        # Token store, then the exi table (exi tokens, no exp, distinct cti).
+        for i in range(cfg.token_store):
+            r = _request(lock, next(peer), cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)],
+                         lock.token(ch.gen_key()))
+            assert r.code == cm.CREATED, (i, lock.output())
+        for i in range(cfg.exi_table):
+            tok = lock.token(ch.gen_key(), over={4: None, 40: 3600, 7: os.urandom(16)})
+            r = _request(lock, next(peer), cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)], tok)
+            assert r.code == cm.CREATED, (i, lock.output())
+        # Nonce table (4.01 with a cnonce), lockout table (a garbage Bearer)
+        # and duplicate table, from one new peer each.
+        size, per_peer, _ = cfg.dedup
+        for _ in range(max(cfg.nonce_table, cfg.lockout[3], size)):
+            host = next(peer)
+            assert _request(lock, host, cm.POST, "lock/unlock").code == cm.UNAUTHORIZED
+            r = _request(lock, host, cm.POST, "lock/unlock", [(cm.BEARER, b"\xd2\x84" + bytes(40))])
+            assert r.code == cm.UNAUTHORIZED
+        # A new phone, with everything full.
+        key = ch.gen_key()
+        tok = lock.token(key)
+        c = RawClient(lock.port, next(peer))
+        try:
+            assert unlock_flow(lock, key, tok, c) == cm.CHANGED, lock.output()
+            resp, _ = c.request(cm.GET, "lock")
+            nonce = cbor2.loads(resp.payload)[39]
+            proof = ch.pop_proof(key, lock.device_id, nonce, "status", ch.token_id(tok))
+            resp, _ = c.request(cm.GET, "lock", [(cm.POP, proof)])
+            assert resp.code == cm.CONTENT, resp
+        finally:
+            c.close()
+        lock.wait_for("EVENT unlocked")
+        assert lock.alive()
+        assert not [line for line in lock.lines if "MemoryError" in line], lock.output()
+    finally:
+        lock.stop()
