@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSSTAMP := build/.sysdeps
 MP := build/mp/micropython
-export MICROPYPATH := .frozen:$(CURDIR)/firmware:$(CURDIR)/boards/unix
+export MICROPYPATH := .frozen:$(CURDIR)/boards/unix
 
 .PHONY: all venv sysdeps mp test test-fast sim bench mpy clean deploy
 

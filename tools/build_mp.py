@@ -126,6 +126,17 @@ def _source_from_git(src, log):
         raise BuildError("no %s and no git to clone %s" % (tarball_path(), GIT_URL))
     tmp = src + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _clone(tmp, log)
+    except BuildError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BuildError("no source: %s is missing (set LOCK_MP_TARBALL) and cloning %s at %s failed "
+                         "(log: %s)" % (tarball_path(), GIT_URL, MICROPYTHON_COMMIT[:10], log))
+    shutil.rmtree(src, ignore_errors=True)
+    os.rename(tmp, src)
+
+
+def _clone(tmp, log):
     _run(["git", "init", "-q", tmp], log)
     _run(["git", "-C", tmp, "fetch", "-q", "--depth", "1", GIT_URL, MICROPYTHON_COMMIT], log)
     _run(["git", "-C", tmp, "checkout", "-q", "FETCH_HEAD"], log)
@@ -135,8 +146,6 @@ def _source_from_git(src, log):
                              capture_output=True, text=True).stdout.strip()
         if got != commit:
             raise BuildError("%s is at %s, expected %s" % (path, got, commit))
-    shutil.rmtree(src, ignore_errors=True)
-    os.rename(tmp, src)
 
 
 def build(force=False, jobs=None, quiet=False):

@@ -6,30 +6,33 @@
 # Installs the missing ones with apt-get when it can (root, or sudo without a
 # password); otherwise stops on one line that names them.
 set -u
-need=()
-command -v make >/dev/null 2>&1 || need+=(make)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v coap-client-notls >/dev/null 2>&1 || need+=(libcoap3-bin)
-probe=$(mktemp -d)
-printf 'int main(void){return 0;}\n' > "$probe/t.c"
-gcc -m32 -o "$probe/t" "$probe/t.c" >/dev/null 2>&1 || need+=(gcc-multilib)
-rm -rf "$probe"
+missing() {
+    need=()
+    command -v make >/dev/null 2>&1 || need+=(make)
+    command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+    command -v coap-client-notls >/dev/null 2>&1 || need+=(libcoap3-bin)
+    probe=$(mktemp -d)
+    printf 'int main(void){return 0;}\n' > "$probe/t.c"
+    gcc -m32 -o "$probe/t" "$probe/t.c" >/dev/null 2>&1 || need+=(gcc-multilib)
+    rm -rf "$probe"
+}
+missing
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1; then
+    as_root=
     if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
+        as_root=yes
+        run() { "$@"; }
     elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo=(sudo -n)
-    else
-        sudo=
+        as_root=yes
+        run() { sudo -n "$@"; }
     fi
-    if [ -n "${sudo+x}" ] && [ "${sudo-}" != "" -o "$(id -u)" -eq 0 ]; then
+    if [ -n "$as_root" ]; then
         echo "sysdeps: installing ${need[*]}" >&2
         export DEBIAN_FRONTEND=noninteractive
-        if "${sudo[@]}" apt-get update -qq >/dev/null && \
-           "${sudo[@]}" apt-get install -y -qq "${need[@]}" >/dev/null; then
-            exit 0
-        fi
+        run apt-get update -qq >/dev/null && run apt-get install -y -qq "${need[@]}" >/dev/null
+        missing
+        [ ${#need[@]} -eq 0 ] && exit 0
     fi
 fi
 echo "missing system packages: ${need[*]} (install them, e.g. sudo apt-get install ${need[*]}, then rerun)" >&2
