@@ -65,3 +65,35 @@ def test_all_tables_full_and_the_lock_still_serves(tmp_path):
         assert not [line for line in lock.lines if "MemoryError" in line], lock.output()
     finally:
         lock.stop()
+
+
+def test_a_flood_from_many_ports_leaves_the_lock_serving(tmp_path):
+    # An outside report: a few hundred token-less requests, one per source
+    # port, once left the lock unable to receive anything (its heap too
+    # fragmented for a datagram, with no way back). Bounded: 1500 datagrams.
+    import socket
+    import time
+    lock = SimLock(tmp_path, relock_ms=300)
+    try:
+        req = cm.Message(cm.CON, cm.POST, 0, b"\x01")
+        req.add(cm.URI_PATH, b"lock")
+        req.add(cm.URI_PATH, b"unlock")
+        for burst in range(5):
+            socks = []
+            for i in range(300):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                req.mid = burst * 300 + i
+                s.sendto(cm.serialize(req), ("127.0.0.1", lock.port))
+                socks.append(s)
+            time.sleep(0.05)
+            for s in socks:
+                s.close()
+        key = ch.gen_key()
+        c = RawClient(lock.port, "127.0.9.9")
+        try:
+            assert unlock_flow(lock, key, lock.token(key), c) == cm.CHANGED, lock.output()
+        finally:
+            c.close()
+        assert lock.alive()
+    finally:
+        lock.stop()

@@ -28,6 +28,7 @@ from micropython import const
 
 _MAX_RX_FAILS = const(3)
 _RESERVE_COPY = const(512)
+_SMALL_RX = const(256)
 
 
 async def serve(sock, server, transport="coap", bufsize=1152):
@@ -41,8 +42,9 @@ async def serve(sock, server, transport="coap", bufsize=1152):
     for each (the copy's sized for a request with a typical token,
     _RESERVE_COPY bytes); a receive that fails releases them and is tried
     again; the first is taken back right after the receive (before handling
-    can fill its hole), the second once the request is done. A datagram that
-    still cannot be received is retried on the next wake-up; after
+    can fill its hole), the second once the request is done. Failing that,
+    the datagram is taken in _SMALL_RX bytes (a larger one is answered 4.13).
+    A datagram that still cannot be received is retried on the next wake-up; after
     _MAX_RX_FAILS in a row one datagram is dropped into a preallocated byte,
     so the loop never spins."""
     sock.setblocking(False)
@@ -55,6 +57,7 @@ async def serve(sock, server, transport="coap", bufsize=1152):
         yield asyncio.core._io_queue.queue_read(sock)
         data = out = None
         got = False
+        limit = bufsize
         try:
             try:
                 data, peer = sock.recvfrom(n)
@@ -63,11 +66,20 @@ async def serve(sock, server, transport="coap", bufsize=1152):
                     raise
                 rx_reserve = copy_reserve = None
                 gc.collect()
-                data, peer = sock.recvfrom(n)
+                try:
+                    data, peer = sock.recvfrom(n)
+                except MemoryError:
+                    # Still no room: take it in a small buffer, so small
+                    # requests (proofs, token ids, the server's own expiry
+                    # of old exchanges) go on; a larger one is cut and
+                    # answered 4.13 rather than parsed.
+                    data, peer = sock.recvfrom(_SMALL_RX)
+                    if len(data) >= _SMALL_RX:
+                        limit = _SMALL_RX - 1
                 rx_reserve = _take(n)
             got = True
             fails = 0
-            out = server.handle(memoryview(data), peer, transport, None, len(data) > bufsize)
+            out = server.handle(memoryview(data), peer, transport, None, len(data) > limit)
             if out is not None:
                 sock.sendto(out, peer)
         except OSError as e:

@@ -12,6 +12,7 @@ from trust.reasons import Refused
 from trust.verifier import token_id_of
 
 _HASH_LEN = 32
+_SUMMARY_MS = 60000
 
 
 class Decision:
@@ -39,6 +40,11 @@ class Authorizer:
         self.lockout = lockout
         self.boot = boot
         self.on_change = on_change  # persist state after a change
+        # PROFILE sec. 6: requests that present nothing are summarized, so an
+        # unauthenticated flood cannot fill the log: one record per
+        # _SUMMARY_MS at most, carrying in `sub` how many went unwritten.
+        self._quiet_count = 0
+        self._quiet_at = None  # uptime ms of the last token-less record
 
     def _changed(self):
         if self.on_change:
@@ -188,13 +194,24 @@ class Authorizer:
                     self.lockout.failure(peer, now_ms)
         if self.verifier.exi.dirty:
             self._changed()
+        if d.reason == reasons.TOKEN_MISSING:
+            if self._quiet_at is not None and now_ms - self._quiet_at < _SUMMARY_MS:
+                self._quiet_count += 1
+                return d  # counted; seq stays None
+            self._quiet_at = now_ms
+            self.record(d, transport, self._quiet_count)
+            self._quiet_count = 0
+            return d
         self.record(d, transport)
         return d
 
-    def record(self, d, transport):
-        """Append the decision; a decision that cannot be logged is a deny."""
+    def record(self, d, transport, sub=None):
+        """Append the decision; a decision that cannot be logged is a deny.
+        `sub`: for a token-less summary, the count of token-less requests
+        not written since the previous one."""
         t = d.token
-        sub = t.claims.sub if t is not None else None
+        if t is not None:
+            sub = t.claims.sub
         th = t.hash if t is not None else None
         try:
             d.seq = self.log.append(self.clock.wall(), self.clock.uptime_ms(), transport,

@@ -170,3 +170,28 @@ def test_presented_nonce_is_spent_even_when_the_token_is_refused_first():
     assert len(az.nonces) == 0
     e = raises(reasons.Refused, az.nonces.consume, n)
     assert e.reason == reasons.NONCE_UNKNOWN
+
+
+def test_tokenless_requests_are_summarized_once_a_minute():
+    # PROFILE sec. 6: a flood of requests that present nothing cannot fill
+    # the log: one record per minute, whose `sub` counts the unwritten ones.
+    class Clock(_Clock):
+        t = 5000
+
+        def uptime_ms(self):
+            return self.t
+
+    log = _Log()
+    clock = Clock()
+    az = Authorizer("lock-1", Verifier("lock-1", []), TokenStore(4), pop.NonceTable(lambda: 0), clock, log,
+                    Lockout())
+    for _ in range(500):
+        d = az.decide("unlock", "coap", "p")
+        assert not d.granted and d.reason == reasons.TOKEN_MISSING
+    assert len(log.rows) == 1 and log.rows[0][4] == 0
+    # Anything that presents something is still written, one record each.
+    az.decide("unlock", "coap", "p", bearer=b"\x11" * 32)
+    assert len(log.rows) == 2
+    clock.t += 60000
+    az.decide("unlock", "coap", "p")
+    assert len(log.rows) == 3 and log.rows[2][4] == 499 and log.rows[2][7] == reasons.TOKEN_MISSING
