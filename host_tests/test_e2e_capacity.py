@@ -39,12 +39,16 @@ def test_all_tables_full_and_the_lock_still_serves(tmp_path):
             tok = lock.token(ch.gen_key(), over={4: None, 40: 3600, 7: os.urandom(16)})
             r = _request(lock, next(peer), cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)], tok)
             assert r.code == cm.CREATED, (i, lock.output())
-        # Nonce table (4.01 with a cnonce), lockout table (a garbage Bearer)
-        # and duplicate table, from one new peer each.
+        # Spent-nonce set (a proof with a bad signature spends its nonce),
+        # lockout table (a garbage Bearer) and duplicate table, from one new
+        # peer each.
         size, per_peer, _ = cfg.dedup
         for _ in range(max(cfg.nonce_table, cfg.lockout[3], size)):
             host = next(peer)
-            assert _request(lock, host, cm.POST, "lock/unlock").code == cm.UNAUTHORIZED
+            r = _request(lock, host, cm.POST, "lock/unlock")
+            assert r.code == cm.UNAUTHORIZED
+            proof = cbor2.dumps([cbor2.loads(r.payload)[39], bytes(64)])
+            assert _request(lock, host, cm.POST, "lock/unlock", [(cm.POP, proof)]).code == cm.UNAUTHORIZED
             r = _request(lock, host, cm.POST, "lock/unlock", [(cm.BEARER, b"\xd2\x84" + bytes(40))])
             assert r.code == cm.UNAUTHORIZED
         # A new phone, with everything full.

@@ -4,7 +4,7 @@ import cbor2
 import pytest
 
 from lockctl import cose_host as ch
-from tokencases import DEVICE, ISS, KID, World, enc, run_cases
+from tokencases import DEVICE, ISS, KID, World, enc, make_nonce, run_cases
 from trust import reasons
 
 W = World()
@@ -128,16 +128,21 @@ def _defects():
                   "PSK_KEY_INVALID", {}))
     # Proof of possession.
     th = ch.token_id(tok)
-    nonce = bytes(range(16))
+    nkey = bytes(range(16))
+    nonce = make_nonce(nkey, 1000, peer="phone")
     good = ch.pop_proof(w.client, DEVICE, nonce, "unlock", th)
-    fresh = {"nonces": [[nonce.hex(), 1000]], "now_ms": 2000}
+    fresh = {"nonce_key": nkey.hex(), "peer": "phone", "now_ms": 2000}
     cases += [
         ("pop_ok", tok, "OK", {"permission": "unlock", "pop": dict(fresh, proofs=[good.hex()])}),
         ("pop_replayed", tok, "NONCE_UNKNOWN", {"permission": "unlock", "pop": dict(fresh, proofs=[good.hex(), good.hex()])}),
         ("pop_stale", tok, "NONCE_EXPIRED", {"permission": "unlock",
-                                             "pop": {"nonces": [[nonce.hex(), 1000]], "now_ms": 31001, "proofs": [good.hex()]}}),
+                                             "pop": dict(fresh, now_ms=31001, proofs=[good.hex()])}),
         ("pop_foreign_nonce", tok, "NONCE_UNKNOWN", {"permission": "unlock",
                                                      "pop": dict(fresh, proofs=[ch.pop_proof(w.client, DEVICE, b"\x07" * 16, "unlock", th).hex()])}),
+        ("pop_other_peers_nonce", tok, "NONCE_UNKNOWN", {"permission": "unlock", "pop": dict(fresh, peer="mallory",
+                                                                                         proofs=[good.hex()])}),
+        ("pop_other_boot_key", tok, "NONCE_UNKNOWN", {"permission": "unlock", "pop": dict(fresh, nonce_key="00" * 16,
+                                                                                      proofs=[good.hex()])}),
         ("pop_other_key", tok, "POP_SIG_INVALID", {"permission": "unlock",
                                                    "pop": dict(fresh, proofs=[ch.pop_proof(w.other_key, DEVICE, nonce, "unlock", th).hex()])}),
         ("pop_other_permission", tok, "POP_SIG_INVALID", {"permission": "unlock",

@@ -13,6 +13,12 @@ from trust.verifier import token_id_of
 
 _HASH_LEN = 32
 _SUMMARY_MS = 60000
+# Refusals the lockout does not count: nothing was presented, the lock ran
+# out of heap, or a nonce the lock no longer knows (a reboot) or that ran
+# out of time: the client caused none of them, and none cost a signature
+# check (PROFILE sec. 3 v2).
+_NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.POP_MISSING, reasons.NO_MEMORY,
+                reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
 
 
 class Decision:
@@ -76,17 +82,18 @@ class Authorizer:
             return True
 
     # Requests -----------------------------------------------------------
-    def authorize(self, permission, transport, bearer=None, proof=None, session=None):
+    def authorize(self, permission, transport, bearer=None, proof=None, session=None, peer=None):
         """Returns the Token that authorizes `permission`, or raises Refused.
         bearer: the Bearer option (a token, or the 32-byte token id of a
-        stored one); proof: the PoP option; session: the DTLS PSK identity."""
+        stored one); proof: the PoP option; session: the DTLS PSK identity;
+        peer: who sent it (the nonce in a proof must have been issued to it)."""
         spent = None
         if proof is not None and (session is not None or bearer is not None and len(bearer) > 0):
             # A nonce that was presented is spent, whatever is refused first
             # (the token, its scope): checking in that order must not leave
             # a usable nonce behind. Why the proof is no good is kept for
             # after the token checks, so the order of reasons stays the same.
-            spent = self._spend(proof)
+            spent = self._spend(proof, peer)
         tok = None
         if bearer is not None and len(bearer) > 0:
             if len(bearer) == _HASH_LEN:
@@ -102,7 +109,7 @@ class Authorizer:
             if tok is None:
                 raise Refused(reasons.TOKEN_UNKNOWN, "no token bound to this session")
         elif proof is not None:
-            return self._by_proof(permission, proof)
+            return self._by_proof(permission, proof, peer)
         else:
             raise Refused(reasons.TOKEN_MISSING)
         self._revalidate(tok)
@@ -115,6 +122,7 @@ class Authorizer:
             if isinstance(spent, Refused):
                 raise spent
             pop.check_signature(c.pop_key, self.device_id, spent[0], spent[1], permission, tok.hash)
+            self.nonces.confirm(spent[0])
         elif c.cnf_kind == "psk":
             # RFC 9202 3.3: the DTLS session must be the one keyed by this token.
             if session is None or session != c.psk_kid:
@@ -123,21 +131,21 @@ class Authorizer:
             raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
         return tok
 
-    def _spend(self, proof):
+    def _spend(self, proof, peer):
         """(nonce, signature) of a PoP option whose nonce was outstanding
         and is now spent, or the Refused saying why it cannot be used."""
         try:
             nonce, sig = pop.parse_proof(proof)
-            self.nonces.consume(nonce)
+            self.nonces.consume(nonce, peer)
             return nonce, sig
         except Refused as e:
             return e
 
-    def _by_proof(self, permission, proof):
+    def _by_proof(self, permission, proof, peer):
         # PROFILE sec. 4: a stored token named by its PoP proof. The nonce is
         # spent once; the signature is then tried with each candidate key.
         nonce, sig = pop.parse_proof(proof)
-        self.nonces.consume(nonce)
+        self.nonces.consume(nonce, peer)
         cands = self.store.candidates(permission)
         if not cands:
             raise Refused(reasons.TOKEN_UNKNOWN if not len(self.store) else reasons.SCOPE_INSUFFICIENT)
@@ -146,6 +154,7 @@ class Authorizer:
             try:
                 self._revalidate(tok)
                 pop.check_signature(tok.claims.pop_key, self.device_id, nonce, sig, permission, tok.hash)
+                self.nonces.confirm(nonce)
                 return tok
             except Refused as e:
                 last = e
@@ -155,7 +164,7 @@ class Authorizer:
         """The whole decision for `permission`, logged before it is returned.
         `ready()` gives None when the actuator can move, else why not."""
         return self._decided(permission, transport, peer,
-                             lambda: self.authorize(permission, transport, bearer, proof, session), ready)
+                             lambda: self.authorize(permission, transport, bearer, proof, session, peer), ready)
 
     def post_token(self, raw, transport, peer):
         """/authz-info as a logged decision, under the same lockout: each
@@ -190,7 +199,7 @@ class Authorizer:
             if peer is not None:
                 if d.granted:
                     self.lockout.success(peer)
-                elif d.reason not in (reasons.TOKEN_MISSING, reasons.POP_MISSING, reasons.NO_MEMORY):
+                elif d.reason not in _NOT_COUNTED:
                     self.lockout.failure(peer, now_ms)
         if self.verifier.exi.dirty:
             self._changed()
@@ -222,8 +231,9 @@ class Authorizer:
             d.detail = str(e)
         return d
 
-    def nonce(self):
-        return self.nonces.issue()
+    def nonce(self, peer=None):
+        """A PoP nonce for `peer` (PROFILE sec. 3)."""
+        return self.nonces.issue(peer)
 
     # Administration -----------------------------------------------------
     def revoke(self, hashes=(), ctis=()):

@@ -86,12 +86,12 @@ class Config:
         # table full at once (host_tests/test_e2e_capacity.py measures it).
         lo = d.get("lockout", {})
         self.lockout = (int(lo.get("max_failures", 5)), int(lo.get("window_s", 60)), int(lo.get("penalty_s", 30)),
-                        int(lo.get("capacity", 16)))
-        self.token_store = int(d.get("token_store", 8))
-        self.nonce_table = int(d.get("nonce_table", 16))
-        self.exi_table = int(d.get("exi_table", 16))
+                        int(lo.get("capacity", 12)))
+        self.token_store = int(d.get("token_store", 6))
+        self.nonce_table = int(d.get("nonce_table", 16))  # spent PoP nonces remembered (30 s each)
+        self.exi_table = int(d.get("exi_table", 12))
         dd = d.get("dedup", {})
-        self.dedup = (int(dd.get("size", 8)), int(dd.get("per_peer", 2)), int(dd.get("bytes", 2048)))
+        self.dedup = (int(dd.get("size", 6)), int(dd.get("per_peer", 2)), int(dd.get("bytes", 1536)))
         lg = d.get("log", {})
         self.log_capacity = int(lg.get("capacity_bytes", 65536))
         self.log_segment = int(lg.get("segment_bytes", 8192))

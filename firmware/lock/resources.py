@@ -50,13 +50,13 @@ class Binding:
         self.as_uri = as_uri
         self.device_id = device_id
 
-    def hints(self):
+    def hints(self, peer):
         # RFC 9200 5.3: AS Request Creation Hints; the cnonce is the PoP
-        # nonce for the retry (PROFILE sec. 4).
+        # nonce for the retry (PROFILE sec. 4), bound to this peer.
         return cbor.encode({_HINT_AS: self.as_uri, _HINT_AUDIENCE: self.device_id,
-                            _HINT_CNONCE: self.authz.nonce()})
+                            _HINT_CNONCE: self.authz.nonce(peer)})
 
-    def refusal(self, reason, retry_s=0):
+    def refusal(self, reason, peer, retry_s=0):
         code = reasons.coap_code(reason)
         opts = []
         err = reasons.error_value(reason)
@@ -66,7 +66,7 @@ class Binding:
             opts.append((m.MAX_AGE, m.encode_uint(retry_s)))
             return Response(code, b"", opts)
         if code >> 5 == 4:
-            return Response(code, self.hints(), opts, CF_ACE_CBOR)
+            return Response(code, self.hints(peer), opts, CF_ACE_CBOR)
         return Response(code, b"", opts)
 
 
@@ -82,10 +82,11 @@ class AuthzInfo:
         if bad:
             return bad
         b = self.b
-        d = b.authz.post_token(bytes(req.payload), ex.transport, _peer_id(ex))
+        peer = _peer_id(ex)
+        d = b.authz.post_token(bytes(req.payload), ex.transport, peer)
         if not d.granted:
-            return b.refusal(d.reason, d.retry_s)
-        return Response(m.CREATED, cbor.encode({_HINT_CNONCE: b.authz.nonce()}), (), CF_ACE_CBOR)
+            return b.refusal(d.reason, peer, d.retry_s)
+        return Response(m.CREATED, cbor.encode({_HINT_CNONCE: b.authz.nonce(peer)}), (), CF_ACE_CBOR)
 
 
 class Protected:
@@ -107,10 +108,11 @@ class Protected:
         action = self.res.action
         moves = action in ("unlock", "lock", "pulse")
         ready = b.actuator.ready if action in ("unlock", "pulse") else None
-        d = b.authz.decide(self.res.permission, ex.transport, _peer_id(ex),
+        peer = _peer_id(ex)
+        d = b.authz.decide(self.res.permission, ex.transport, peer,
                            req.get(m.BEARER), req.get(m.POP), ex.session, ready)
         if not d.granted:
-            return b.refusal(d.reason, d.retry_s)
+            return b.refusal(d.reason, peer, d.retry_s)
         if moves:
             try:
                 if action == "unlock":
@@ -122,7 +124,7 @@ class Protected:
             except Exception as e:  # the door did not move: say so, fail secure
                 b.actuator.set_fault(str(e))
                 b.actuator.lock("fault")
-                return b.refusal(reasons.ACTUATOR_FAULT)
+                return b.refusal(reasons.ACTUATOR_FAULT, peer)
             return Response(m.CHANGED)
         if action == "status":
             return Response(m.CONTENT, cbor.encode({"state": b.actuator.state(),

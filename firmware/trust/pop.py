@@ -1,12 +1,14 @@
 """Trust core: proof of possession by signed challenge (PROFILE.md sec. 3).
 
-The lock hands out 16-byte random nonces (single use, 30 s, bounded table).
+The lock hands out 16-byte nonces bound to the peer (single use, 30 s).
 The client signs, ES256 with its cnf key, the deterministic CBOR encoding of
 ["lock-pop-v1", device_id, nonce, permission, token_hash] and sends
 [nonce, signature].
 """
+import hashlib
 import os
 
+import cryptolib
 from micropython import const
 
 from trust import cbor, cose
@@ -15,48 +17,98 @@ from trust.reasons import NONCE_EXPIRED, NONCE_UNKNOWN, POP_MALFORMED, POP_SIG_I
 
 NONCE_LEN = const(16)
 NONCE_TTL_MS = const(30000)
+_ECB = const(1)
 _CONTEXT = "lock-pop-v1"
 
 
 class NonceTable:
-    """Bounded table of outstanding nonces. `now_ms` is the lock's uptime in
-    ms (lock.clock.Clock.uptime_ms): an int that never wraps, so an age is a
-    plain difference at any uptime. (Raw ticks_ms would not do: ticks_diff
-    of readings 2**29 ms or more apart wraps, and a days-old nonce would look
-    fresh.) When full, the oldest nonce is forgotten (its proof will then
-    fail as unknown)."""
+    """PoP nonces (PROFILE sec. 3 v2): stateless and bound to the peer they
+    were issued to, so nothing a stranger sends can make another peer's
+    nonce fail (there is no table of outstanding nonces to flush).
 
-    def __init__(self, now_ms, capacity=16, ttl_ms=NONCE_TTL_MS, rand=os.urandom):
+    A nonce is issued_ms (6 bytes) | counter (2) | tag (8), the tag being the
+    first 8 bytes of AES-128, under a key drawn at boot, of issued_ms |
+    counter | SHA-256(peer)[:8]. The tag proves the lock issued it to this
+    peer; issued_ms gives its age against `now_ms`, the lock's uptime (an
+    int that never wraps: 30 s at any uptime). A reboot draws a new key, so
+    older nonces are unknown.
+
+    Single use: a nonce presented by its peer is spent until it expires, so
+    a proof refused before its signature was checked cannot be replayed
+    later either. Who fills the spent set: only peers presenting nonces
+    issued to themselves. Entries whose proof verified (confirm()) are kept
+    for their whole life; when the set is full, the oldest entry whose proof
+    never verified gives way (it protects only against replaying a refused
+    proof), so strangers cannot block another peer's proof; only a set full
+    of verified proofs (capacity unlocks within 30 s) refuses a new one."""
+
+    def __init__(self, now_ms, capacity=16, ttl_ms=NONCE_TTL_MS, rand=os.urandom, key=None):
         self.now_ms = now_ms
         self.capacity = capacity
         self.ttl_ms = ttl_ms
-        self.rand = rand
-        self.nonces = []  # [(nonce, issued_ms)], oldest first
+        self._aes = cryptolib.aes(key if key is not None else rand(16), _ECB)
+        self._ctr = int.from_bytes(rand(2), "big")
+        self._spent = {}  # nonce body -> [expires_ms, verified]
 
-    def issue(self):
-        n = self.rand(NONCE_LEN)
-        if len(self.nonces) >= self.capacity:
-            self.nonces.pop(0)
-        self.nonces.append((n, self.now_ms()))
-        return n
+    def _tag(self, body, peer):
+        return self._aes.encrypt(body + _peer_digest(peer))[:8]
 
-    def consume(self, nonce):
-        """Single use: the nonce leaves the table whatever happens next.
-        Every entry is compared in constant time (STYLE 7)."""
+    def issue(self, peer=None):
+        """A fresh 16-byte nonce for `peer` (the transport's peer identity:
+        the host for CoAP)."""
+        self._ctr = (self._ctr + 1) & 0xFFFF
+        body = self.now_ms().to_bytes(6, "big") + self._ctr.to_bytes(2, "big")
+        return body + self._tag(body, peer)
+
+    def consume(self, nonce, peer=None):
+        """Check `nonce` as presented by `peer` and spend it. Raises Refused:
+        POP_MALFORMED, NONCE_UNKNOWN (not issued to this peer in this boot,
+        already spent, or too many in flight), NONCE_EXPIRED."""
         if not isinstance(nonce, bytes) or len(nonce) != NONCE_LEN:
             raise Refused(POP_MALFORMED, "nonce must be 16 bytes")
-        hit = -1
-        for i in range(len(self.nonces)):
-            if ct_equal(self.nonces[i][0], nonce):
-                hit = i
-        if hit < 0:
+        body = nonce[:8]
+        if not ct_equal(self._tag(body, peer), nonce[8:]):
             raise Refused(NONCE_UNKNOWN)
-        issued = self.nonces.pop(hit)[1]
-        if self.now_ms() - issued > self.ttl_ms:
+        now = self.now_ms()
+        spent = self._spent
+        for k in [k for k in spent if now >= spent[k][0]]:
+            del spent[k]
+        issued = int.from_bytes(body[:6], "big")
+        if now - issued > self.ttl_ms:
             raise Refused(NONCE_EXPIRED)
+        if body in spent:
+            raise Refused(NONCE_UNKNOWN, "already used")
+        if len(spent) >= self.capacity:
+            old = None
+            for k in spent:
+                if not spent[k][1] and (old is None or spent[k][0] < spent[old][0]):
+                    old = k
+            if old is None:
+                raise Refused(NONCE_UNKNOWN, "too many proofs in flight")
+            del spent[old]
+        spent[body] = [issued + self.ttl_ms + 1, False]
+
+    def confirm(self, nonce):
+        """The proof with `nonce` verified: keep it spent for its whole life."""
+        e = self._spent.get(nonce[:8])
+        if e is not None:
+            e[1] = True
 
     def __len__(self):
-        return len(self.nonces)
+        """Spent nonces still remembered."""
+        return len(self._spent)
+
+
+def _peer_digest(peer):
+    if peer is None:
+        b = b""
+    elif isinstance(peer, (bytes, bytearray)):
+        b = bytes(peer)
+    elif isinstance(peer, str):
+        b = peer.encode()
+    else:
+        b = repr(peer).encode()
+    return hashlib.sha256(b).digest()[:8]
 
 
 def challenge(device_id, nonce, permission, token_hash):
@@ -79,12 +131,13 @@ def parse_proof(raw):
     return p[0], p[1]
 
 
-def check_proof(raw_proof, pop_key, device_id, permission, token_hash, nonces):
+def check_proof(raw_proof, pop_key, device_id, permission, token_hash, nonces, peer=None):
     """Freshness first (the nonce is spent even if the signature then fails),
     then the ES256 signature with the token's cnf key."""
     nonce, sig = parse_proof(raw_proof)
-    nonces.consume(nonce)
+    nonces.consume(nonce, peer)
     check_signature(pop_key, device_id, nonce, sig, permission, token_hash)
+    nonces.confirm(nonce)
 
 
 def check_signature(pop_key, device_id, nonce, sig, permission, token_hash):

@@ -7,8 +7,8 @@ so one table of crafted defects is checked on both interpreters.
 A case: {"id", "token" (hex), "device_id", "keys": [[issuer, kid_hex|null,
 pub_hex]], "psk_key" (hex|null), "allow_bearer", "skew", "now" (int|null),
 "boot", "uptime", "revoked_hashes"/"revoked_ctis" (hex lists), "permission"
-(checked against scope when present), "pop": {"proof" hex, "nonces":
-[[nonce_hex, issued_ms]], "now_ms"}}. REASON is 0 when everything passed.
+(checked against scope when present), "pop": {"proofs": [hex], "nonce_key"
+(hex: the boot key the nonces were made under), "peer", "now_ms"}}. REASON is 0 when everything passed.
 """
 import binascii
 import json
@@ -45,13 +45,12 @@ def run_case(case, v=None):
         p = case.get("pop")
         if p is not None:
             clock = [p.get("now_ms", 0)]
-            table = pop.NonceTable(lambda: clock[0])
-            for n in p.get("nonces", ()):
-                table.nonces.append((_h(n[0]), n[1]))
+            table = pop.NonceTable(lambda: clock[0], key=_h(p["nonce_key"]))
             if tok.claims.pop_key is None:
                 raise reasons.Refused(reasons.POP_MISSING, "token has no EC2 cnf")
             for proof in p["proofs"]:
-                pop.check_proof(_h(proof), tok.claims.pop_key, v.device_id, perm, tok.hash, table)
+                pop.check_proof(_h(proof), tok.claims.pop_key, v.device_id, perm, tok.hash, table,
+                                p.get("peer"))
         return 0, ""
     except reasons.Refused as e:
         return e.reason, e.detail

@@ -164,11 +164,11 @@ def test_presented_nonce_is_spent_even_when_the_token_is_refused_first():
     from trust import cbor
     az = _authz(_Log())
     az.store.add(_Tok(b"\x22" * 32, pop_key=b"K"), lambda t: False)
-    n = az.nonces.issue()
+    n = az.nonce("p")
     d = az.decide("unlock", "coap", "p", bearer=b"\x22" * 32, proof=cbor.encode([n, b"\x00" * 64]))
     assert not d.granted and d.reason == reasons.UNKNOWN_KEY
-    assert len(az.nonces) == 0
-    e = raises(reasons.Refused, az.nonces.consume, n)
+    assert len(az.nonces) == 1
+    e = raises(reasons.Refused, az.nonces.consume, n, "p")
     assert e.reason == reasons.NONCE_UNKNOWN
 
 

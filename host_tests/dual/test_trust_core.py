@@ -175,30 +175,62 @@ def test_exi_table_within_boot_and_across_reboot():
     assert raises(Refused, t3.check, b"b", 60, 2, 5, 5100).reason == reasons.EXI_EXPIRED
 
 
-def test_nonce_table_single_use_expiry_and_bound():
+def test_nonce_single_use_expiry_and_peer_binding():
+    now = [1000]
+    t = pop.NonceTable(lambda: now[0], key=bytes(range(16)))
+    a = t.issue("A")
+    b = t.issue("A")
+    assert len(a) == 16 and a != b                     # counter: unique per issue
+    assert raises(Refused, t.consume, a, "B").reason == reasons.NONCE_UNKNOWN  # not B's
+    t.consume(a, "A")
+    assert raises(Refused, t.consume, a, "A").reason == reasons.NONCE_UNKNOWN  # spent
+    forged = a[:8] + bytes(8)
+    assert raises(Refused, t.consume, forged, "A").reason == reasons.NONCE_UNKNOWN
+    later = bytes([a[0] ^ 1]) + a[1:]                  # another issue time, same tag
+    assert raises(Refused, t.consume, later, "A").reason == reasons.NONCE_UNKNOWN
+    now[0] += 30001
+    assert raises(Refused, t.consume, b, "A").reason == reasons.NONCE_EXPIRED
+    assert len(t) == 0                                  # spent entries leave after the TTL
+    other = pop.NonceTable(lambda: now[0], key=bytes(16))   # another boot key
+    assert raises(Refused, other.consume, t.issue("A"), "A").reason == reasons.NONCE_UNKNOWN
+    assert raises(Refused, t.consume, b"short", "A").reason == reasons.POP_MALFORMED
+
+
+def test_nonce_strangers_cannot_spoil_a_peers_nonce():
+    # PROFILE sec. 3 v2: requests from other peers, however many, never make
+    # the victim's outstanding nonce fail (there is no table to flush).
     now = [0]
-    seq = [0]
+    t = pop.NonceTable(lambda: now[0], capacity=24)
+    mine = t.issue("victim")
+    for i in range(5000):
+        t.issue("mallory%d" % (i % 50))
+    for i in range(200):                                # more spent than the set holds
+        who = "mallory%d" % i
+        t.consume(t.issue(who), who)
+    now[0] = 29000
+    t.consume(mine, "victim")
+    assert len(t) == 24
 
-    def rand(n):
-        seq[0] += 1
-        return bytes([seq[0]]) * n
 
-    t = pop.NonceTable(lambda: now[0], capacity=3, rand=rand)
-    a = t.issue()
-    b = t.issue()
-    t.consume(a)
-    assert raises(Refused, t.consume, a).reason == reasons.NONCE_UNKNOWN
-    now[0] = 30001
-    assert raises(Refused, t.consume, b).reason == reasons.NONCE_EXPIRED
-    assert raises(Refused, t.consume, b).reason == reasons.NONCE_UNKNOWN
-    c1 = t.issue()
-    t.issue()
-    t.issue()
-    c4 = t.issue()
+def test_nonce_spent_set_full():
+    # Unverified entries give way to a new proof (oldest first); verified
+    # ones never do, and a set full of them refuses until they expire.
+    now = [0]
+    t = pop.NonceTable(lambda: now[0], capacity=3)
+    first = t.issue("A")
+    t.consume(first, "A")
+    for who in "BC":
+        t.consume(t.issue(who), who)
+    now[0] = 10
+    t.consume(t.issue("D"), "D")                         # pushes out A's unverified entry
     assert len(t) == 3
-    assert raises(Refused, t.consume, c1).reason == reasons.NONCE_UNKNOWN
-    t.consume(c4)
-    assert raises(Refused, t.consume, b"short").reason == reasons.POP_MALFORMED
+    t.consume(first, "A")                                # A's refused proof may come again
+    for n in list(t._spent):
+        t.confirm(n)
+    e = raises(Refused, t.consume, t.issue("E"), "E")
+    assert e.reason == reasons.NONCE_UNKNOWN
+    now[0] = 30011
+    t.consume(t.issue("E"), "E")
 
 
 def test_pop_challenge_bytes():
