@@ -101,3 +101,36 @@ def test_a_flood_from_many_ports_leaves_the_lock_serving(tmp_path):
         assert lock.alive()
     finally:
         lock.stop()
+
+
+def test_strangers_cannot_flush_a_phones_nonce(tmp_path):
+    # An outside report: 16 token-less datagrams from another address flushed
+    # the shared nonce table, the phone's proof then failed, and after five
+    # tries the phone was locked out. PROFILE sec. 3 v2.
+    lock = SimLock(tmp_path, relock_ms=300)
+    try:
+        key = ch.gen_key()
+        tok = lock.token(key)
+        c = RawClient(lock.port, "127.0.7.7")
+        try:
+            resp, _ = c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)], tok)
+            assert resp.code == cm.CREATED
+            nonce = cbor2.loads(resp.payload)[39]
+            peers = iter("127.0.8.%d" % i for i in range(2, 250))
+            for _ in range(200):                                   # hints and bad proofs
+                host = next(peers, "127.0.9.1")
+                r = _request(lock, host, cm.POST, "lock/unlock")
+                bad = cbor2.dumps([cbor2.loads(r.payload)[39], bytes(64)])
+                _request(lock, host, cm.POST, "lock/unlock", [(cm.POP, bad)])
+            # Someone else presenting the phone's own nonce does not spend it.
+            stolen = ch.pop_proof(key, lock.device_id, nonce, "unlock", ch.token_id(tok))
+            assert _request(lock, "127.0.9.2", cm.POST, "lock/unlock", [(cm.POP, stolen)]).code == cm.UNAUTHORIZED
+            resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, stolen)])
+            assert resp.code == cm.CHANGED, lock.output()
+            # And the proof is single use.
+            resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, stolen)])
+            assert resp.code == cm.UNAUTHORIZED
+        finally:
+            c.close()
+    finally:
+        lock.stop()
