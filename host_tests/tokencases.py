@@ -73,13 +73,13 @@ def enc(v):
     return cbor2.dumps(v, canonical=True)
 
 
-def make_nonce(key, issued_ms, counter=1, peer=None):
+def make_nonce(key, issued_ms, seq=1, peer=None):
     """A PoP nonce as the lock's trust.pop.NonceTable issues it under the
-    boot key `key` (PROFILE sec. 3 v2): issued_ms | counter | AES-128 tag
-    over those and SHA-256(peer)[:8]. For crafted test cases only."""
+    boot key `key` (PROFILE sec. 3 v2): issued_ms (5 bytes) | seq (3) |
+    AES-128 tag over those and SHA-256(peer)[:8]. For crafted test cases."""
     import hashlib
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    body = issued_ms.to_bytes(6, "big") + counter.to_bytes(2, "big")
+    body = issued_ms.to_bytes(5, "big") + seq.to_bytes(3, "big")
     pd = hashlib.sha256(b"" if peer is None else peer.encode()).digest()[:8]
     enc_ = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     return body + (enc_.update(body + pd) + enc_.finalize())[:8]

@@ -26,9 +26,10 @@ class NonceTable:
     were issued to, so nothing a stranger sends can make another peer's
     nonce fail (there is no table of outstanding nonces to flush).
 
-    A nonce is issued_ms (6 bytes) | counter (2) | tag (8), the tag being the
-    first 8 bytes of AES-128, under a key drawn at boot, of issued_ms |
-    counter | SHA-256(peer)[:8]. The tag proves the lock issued it to this
+    A nonce is issued_ms (5 bytes) | seq (3) | tag (8), the tag being the
+    first 8 bytes of AES-128, under a key drawn at boot, of issued_ms | seq |
+    SHA-256(peer)[:8]; seq counts issues, so the first 8 bytes order the
+    nonces of one boot by issue. The tag proves the lock issued it to this
     peer; issued_ms gives its age against `now_ms`, the lock's uptime (an
     int that never wraps: 30 s at any uptime). A reboot draws a new key, so
     older nonces are unknown.
@@ -36,19 +37,21 @@ class NonceTable:
     Single use: a nonce presented by its peer is spent until it expires, so
     a proof refused before its signature was checked cannot be replayed
     later either. Who fills the spent set: only peers presenting nonces
-    issued to themselves. Entries whose proof verified (confirm()) are kept
-    for their whole life; when the set is full, the oldest entry whose proof
-    never verified gives way (it protects only against replaying a refused
-    proof), so strangers cannot block another peer's proof; only a set full
-    of verified proofs (capacity unlocks within 30 s) refuses a new one."""
+    issued to themselves. When it is full, the oldest entry whose proof never
+    verified gives way first (it guards only a refused proof); failing that,
+    the oldest verified one goes and every nonce issued up to it counts as
+    spent (a floor), so a replay stays impossible and nothing is refused for
+    lack of room: at worst a token holder's unused nonce from before the
+    floor is refused and the client asks for a new one."""
 
     def __init__(self, now_ms, capacity=16, ttl_ms=NONCE_TTL_MS, rand=os.urandom, key=None):
         self.now_ms = now_ms
         self.capacity = capacity
         self.ttl_ms = ttl_ms
         self._aes = cryptolib.aes(key if key is not None else rand(16), _ECB)
-        self._ctr = int.from_bytes(rand(2), "big")
-        self._spent = {}  # nonce body -> [expires_ms, verified]
+        self._seq = 0
+        self._spent = {}  # nonce body -> [issued_ms, verified]
+        self._floor = b""  # nonces whose body sorts at or before it count as spent
 
     def _tag(self, body, peer):
         return self._aes.encrypt(body + _peer_digest(peer))[:8]
@@ -56,8 +59,8 @@ class NonceTable:
     def issue(self, peer=None):
         """A fresh 16-byte nonce for `peer` (the transport's peer identity:
         the host for CoAP)."""
-        self._ctr = (self._ctr + 1) & 0xFFFF
-        body = self.now_ms().to_bytes(6, "big") + self._ctr.to_bytes(2, "big")
+        self._seq = (self._seq + 1) & 0xFFFFFF
+        body = self.now_ms().to_bytes(5, "big") + self._seq.to_bytes(3, "big")
         return body + self._tag(body, peer)
 
     def consume(self, nonce, peer=None):
@@ -71,22 +74,29 @@ class NonceTable:
             raise Refused(NONCE_UNKNOWN)
         now = self.now_ms()
         spent = self._spent
-        for k in [k for k in spent if now >= spent[k][0]]:
+        for k in [k for k in spent if now - spent[k][0] > self.ttl_ms]:
             del spent[k]
-        issued = int.from_bytes(body[:6], "big")
+        issued = int.from_bytes(body[:5], "big")
         if now - issued > self.ttl_ms:
             raise Refused(NONCE_EXPIRED)
-        if body in spent:
+        if body in spent or body <= self._floor:
             raise Refused(NONCE_UNKNOWN, "already used")
         if len(spent) >= self.capacity:
-            old = None
+            self._evict()
+        spent[body] = [issued, False]
+
+    def _evict(self):
+        spent = self._spent
+        old = None
+        for verified in (False, True):
             for k in spent:
-                if not spent[k][1] and (old is None or spent[k][0] < spent[old][0]):
+                if spent[k][1] == verified and (old is None or k < old):
                     old = k
-            if old is None:
-                raise Refused(NONCE_UNKNOWN, "too many proofs in flight")
-            del spent[old]
-        spent[body] = [issued + self.ttl_ms + 1, False]
+            if old is not None:
+                break
+        if spent[old][1] and old > self._floor:
+            self._floor = old
+        del spent[old]
 
     def confirm(self, nonce):
         """The proof with `nonce` verified: keep it spent for its whole life."""

@@ -180,7 +180,7 @@ def test_nonce_single_use_expiry_and_peer_binding():
     t = pop.NonceTable(lambda: now[0], key=bytes(range(16)))
     a = t.issue("A")
     b = t.issue("A")
-    assert len(a) == 16 and a != b                     # counter: unique per issue
+    assert len(a) == 16 and a[:8] < b[:8]               # seq: unique, in issue order
     assert raises(Refused, t.consume, a, "B").reason == reasons.NONCE_UNKNOWN  # not B's
     t.consume(a, "A")
     assert raises(Refused, t.consume, a, "A").reason == reasons.NONCE_UNKNOWN  # spent
@@ -214,7 +214,8 @@ def test_nonce_strangers_cannot_spoil_a_peers_nonce():
 
 def test_nonce_spent_set_full():
     # Unverified entries give way to a new proof (oldest first); verified
-    # ones never do, and a set full of them refuses until they expire.
+    # ones go only when nothing else can, raising a floor below which every
+    # nonce counts as spent: never a replay, never a refusal for lack of room.
     now = [0]
     t = pop.NonceTable(lambda: now[0], capacity=3)
     first = t.issue("A")
@@ -225,12 +226,24 @@ def test_nonce_spent_set_full():
     t.consume(t.issue("D"), "D")                         # pushes out A's unverified entry
     assert len(t) == 3
     t.consume(first, "A")                                # A's refused proof may come again
+    verified = t.issue("V")
+    early = t.issue("W")                                 # outstanding, not yet presented
+    now[0] = 20
     for n in list(t._spent):
         t.confirm(n)
-    e = raises(Refused, t.consume, t.issue("E"), "E")
-    assert e.reason == reasons.NONCE_UNKNOWN
-    now[0] = 30011
+    t.consume(verified, "V")
+    t.confirm(verified)
+    now[0] = 30
+    for who in "XYZ":                                    # evicts verified entries: floor rises
+        n = t.issue(who)
+        t.consume(n, who)
+        t.confirm(n)
+    now[0] = 40
     t.consume(t.issue("E"), "E")
+    assert len(t) == 3
+    for n in (first, verified):                          # never a replay
+        assert raises(Refused, t.consume, n, "A" if n is first else "V").reason == reasons.NONCE_UNKNOWN
+    assert raises(Refused, t.consume, early, "W").reason == reasons.NONCE_UNKNOWN  # below the floor
 
 
 def test_pop_challenge_bytes():
