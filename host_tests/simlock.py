@@ -59,13 +59,16 @@ class SimLock:
             env["MICROPYPATH"] = self.mpypath
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        # The reader keeps its own process and list: a killed process's last
+        # lines (an old READY among them) never land in the new list.
+        self._reader = threading.Thread(target=self._read, args=(self.proc, self.lines), daemon=True)
         self._reader.start()
         self.wait_for("READY", timeout)
 
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+    @staticmethod
+    def _read(proc, lines):
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
 
     def wait_for(self, text, timeout=10, start=0):
         end = time.time() + timeout
@@ -92,6 +95,8 @@ class SimLock:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        if self.proc:
+            self._reader.join(10)
 
     def restart(self):
         self.kill()
