@@ -75,11 +75,11 @@ def enc(v):
 
 def make_nonce(key, issued_ms, seq=1, peer=None):
     """A PoP nonce as the lock's trust.pop.NonceTable issues it under the
-    boot key `key` (PROFILE sec. 3 v2): issued_ms (5 bytes) | seq (3) |
-    AES-128 tag over those and SHA-256(peer)[:8]. For crafted test cases."""
+    boot key `key` (PROFILE sec. 3 v2): one AES-128 block of issued_ms
+    (5 bytes) | seq (3) | SHA-256(peer)[:8]. For crafted test cases."""
     import hashlib
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     body = issued_ms.to_bytes(5, "big") + seq.to_bytes(3, "big")
     pd = hashlib.sha256(b"" if peer is None else peer.encode()).digest()[:8]
     enc_ = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return body + (enc_.update(body + pd) + enc_.finalize())[:8]
+    return enc_.update(body + pd) + enc_.finalize()

@@ -87,11 +87,15 @@ def _uints(v, n):
 
 
 class DecisionLog:
-    def __init__(self, root, capacity_bytes=65536, segment_bytes=8192):
+    def __init__(self, root, capacity_bytes=65536, segment_bytes=8192, grant_reserve_bytes=None):
         if segment_bytes < 256 or capacity_bytes < segment_bytes:
             raise ValueError("segment_bytes >= 256 and capacity_bytes >= segment_bytes")
         self._root = root
         self._cap = capacity_bytes
+        # PROFILE sec. 6: the last part of the capacity takes grants only, so
+        # a flood of denials never leaves a grant unrecorded.
+        self._deny_cap = capacity_bytes - (capacity_bytes // 8 if grant_reserve_bytes is None
+                                           else grant_reserve_bytes)
         self._seg_bytes = segment_bytes
         self._whdr = bytearray(_HDR)  # frame header of appends and state files
         self._rhdr = bytearray(_HDR)  # frame header of reads
@@ -133,7 +137,8 @@ class DecisionLog:
 
     def append(self, wall, uptime_ms, transport, permission, sub, token_hash, granted, reason):
         """Append one decision; returns its seq once it is durable, or None
-        when the log is full (the seq is consumed and `dropped` counted).
+        when the log is full (the seq is consumed and `dropped` counted);
+        denials find it full an eighth of the capacity earlier than grants.
         Raises OSError when it cannot be stored: the caller then denies
         (PROFILE sec. 6)."""
         seq = self.next_seq
@@ -151,7 +156,7 @@ class DecisionLog:
         # the AS can see.
         self.next_seq = seq + 1
         size = _HDR + len(payload)
-        if self.used_bytes + size > self._cap:
+        if self.used_bytes + size > (self._cap if granted else self._deny_cap):
             # Full: keep the oldest unacknowledged records, count the rest
             # (PROFILE sec. 6). The count is persisted with the seq it spent;
             # the segment is sealed so that its seqs stay consecutive.

@@ -26,10 +26,11 @@ class NonceTable:
     were issued to, so nothing a stranger sends can make another peer's
     nonce fail (there is no table of outstanding nonces to flush).
 
-    A nonce is issued_ms (5 bytes) | seq (3) | tag (8), the tag being the
-    first 8 bytes of AES-128, under a key drawn at boot, of issued_ms | seq |
-    SHA-256(peer)[:8]; seq counts issues, so the first 8 bytes order the
-    nonces of one boot by issue. The tag proves the lock issued it to this
+    A nonce is one AES-128 block, under a key drawn at boot, of issued_ms
+    (5 bytes) | seq (3) | SHA-256(peer)[:8]: opaque to everyone else (it
+    tells nothing of the uptime or the traffic); decrypted, the digest proves
+    the lock issued it to this peer, and issued_ms | seq (the body) orders
+    the nonces of one boot by issue. The tag proves the lock issued it to this
     peer; issued_ms gives its age against `now_ms`, the lock's uptime (an
     int that never wraps: 30 s at any uptime). A reboot draws a new key, so
     older nonces are unknown.
@@ -48,20 +49,22 @@ class NonceTable:
         self.now_ms = now_ms
         self.capacity = capacity
         self.ttl_ms = ttl_ms
-        self._aes = cryptolib.aes(key if key is not None else rand(16), _ECB)
+        key = key if key is not None else rand(16)
+        self._enc = cryptolib.aes(key, _ECB)  # a cryptolib object goes one way
+        self._dec = cryptolib.aes(key, _ECB)
         self._seq = 0
         self._spent = {}  # nonce body -> [issued_ms, verified]
         self._floor = b""  # nonces whose body sorts at or before it count as spent
 
-    def _tag(self, body, peer):
-        return self._aes.encrypt(body + _peer_digest(peer))[:8]
+    def _body(self, nonce):
+        return self._dec.decrypt(nonce)[:8]
 
     def issue(self, peer=None):
         """A fresh 16-byte nonce for `peer` (the transport's peer identity:
         the host for CoAP)."""
         self._seq = (self._seq + 1) & 0xFFFFFF
         body = self.now_ms().to_bytes(5, "big") + self._seq.to_bytes(3, "big")
-        return body + self._tag(body, peer)
+        return self._enc.encrypt(body + _peer_digest(peer))
 
     def consume(self, nonce, peer=None):
         """Check `nonce` as presented by `peer` and spend it. Raises Refused:
@@ -69,8 +72,9 @@ class NonceTable:
         already spent, or too many in flight), NONCE_EXPIRED."""
         if not isinstance(nonce, bytes) or len(nonce) != NONCE_LEN:
             raise Refused(POP_MALFORMED, "nonce must be 16 bytes")
-        body = nonce[:8]
-        if not ct_equal(self._tag(body, peer), nonce[8:]):
+        block = self._dec.decrypt(nonce)
+        body = block[:8]
+        if not ct_equal(block[8:], _peer_digest(peer)):
             raise Refused(NONCE_UNKNOWN)
         now = self.now_ms()
         spent = self._spent
@@ -100,7 +104,7 @@ class NonceTable:
 
     def confirm(self, nonce):
         """The proof with `nonce` verified: keep it spent for its whole life."""
-        e = self._spent.get(nonce[:8])
+        e = self._spent.get(self._body(nonce))
         if e is not None:
             e[1] = True
 

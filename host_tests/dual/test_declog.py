@@ -199,7 +199,7 @@ def test_ack_is_clamped_and_idempotent():
 
 def test_full_log_keeps_oldest_and_counts_dropped():
     root = _fresh()
-    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256)
+    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256, grant_reserve_bytes=0)
     got = _fill(d, 0, 20)
     stored = [s for s in got if s is not None]
     assert got[:len(stored)] == stored  # the oldest are kept, the newest refused
@@ -208,7 +208,7 @@ def test_full_log_keeps_oldest_and_counts_dropped():
     assert d.next_seq == 21  # refused records still spent their seq
     assert [r[0] for r in d.records(limit=100)] == stored
     d.close()
-    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256)
+    d = DecisionLog(root, capacity_bytes=512, segment_bytes=256, grant_reserve_bytes=0)
     assert d.dropped == 20 - len(stored) and d.next_seq == 21
     assert d.append(*_args(20)) is None and d.dropped == 21 - len(stored)
     # Acknowledging frees whole segments and appends resume after the gap.
@@ -243,6 +243,22 @@ def test_refused_append_seals_the_segment():
     d.ack(d.records(limit=1)[0][0] + 4)
     assert d.append(*_args(14)) == 15
     assert _segments(root) == before[1:] + ["%08d.log" % (int(before[-1][:8]) + 1)]
+    d.close()
+
+
+def test_grants_have_a_reserve_a_flood_of_denials_cannot_take():
+    # PROFILE sec. 6: denials stop an eighth of the capacity before grants.
+    d = DecisionLog(_fresh(), capacity_bytes=2048, segment_bytes=256)
+    deny = (None, 0, "coap", "unlock", None, None, False, 13)
+    grant = (None, 0, "coap", "unlock", "alice", b"\x01" * 32, True, 0)
+    while d.append(*deny) is not None:
+        pass
+    assert d.used_bytes <= 2048 - 2048 // 8
+    n = 0
+    while d.append(*grant) is not None:
+        n += 1
+    assert n >= 2 and d.used_bytes <= 2048
+    assert d.append(*deny) is None and d.dropped >= 2
     d.close()
 
 

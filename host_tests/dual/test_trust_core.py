@@ -180,14 +180,15 @@ def test_nonce_single_use_expiry_and_peer_binding():
     t = pop.NonceTable(lambda: now[0], key=bytes(range(16)))
     a = t.issue("A")
     b = t.issue("A")
-    assert len(a) == 16 and a[:8] < b[:8]               # seq: unique, in issue order
+    assert len(a) == 16 and a != b and t._body(a) < t._body(b)  # in issue order
     assert raises(Refused, t.consume, a, "B").reason == reasons.NONCE_UNKNOWN  # not B's
     t.consume(a, "A")
     assert raises(Refused, t.consume, a, "A").reason == reasons.NONCE_UNKNOWN  # spent
     forged = a[:8] + bytes(8)
     assert raises(Refused, t.consume, forged, "A").reason == reasons.NONCE_UNKNOWN
-    later = bytes([a[0] ^ 1]) + a[1:]                  # another issue time, same tag
-    assert raises(Refused, t.consume, later, "A").reason == reasons.NONCE_UNKNOWN
+    flipped = bytes([a[0] ^ 1]) + a[1:]
+    assert raises(Refused, t.consume, flipped, "A").reason == reasons.NONCE_UNKNOWN
+    assert a[:5] != bytes(5) and b[:5] != bytes(5)    # the uptime does not show
     now[0] += 30001
     assert raises(Refused, t.consume, b, "A").reason == reasons.NONCE_EXPIRED
     assert len(t) == 0                                  # spent entries leave after the TTL
@@ -220,16 +221,18 @@ def test_nonce_spent_set_full():
     t = pop.NonceTable(lambda: now[0], capacity=3)
     first = t.issue("A")
     t.consume(first, "A")
-    for who in "BC":
-        t.consume(t.issue(who), who)
+    used = [t.issue("B"), t.issue("C")]
+    for n, who in zip(used, "BC"):
+        t.consume(n, who)
     now[0] = 10
-    t.consume(t.issue("D"), "D")                         # pushes out A's unverified entry
+    d = t.issue("D")
+    t.consume(d, "D")                                    # pushes out A's unverified entry
     assert len(t) == 3
     t.consume(first, "A")                                # A's refused proof may come again
     verified = t.issue("V")
     early = t.issue("W")                                 # outstanding, not yet presented
     now[0] = 20
-    for n in list(t._spent):
+    for n in used[1:] + [d, first]:
         t.confirm(n)
     t.consume(verified, "V")
     t.confirm(verified)
@@ -241,8 +244,8 @@ def test_nonce_spent_set_full():
     now[0] = 40
     t.consume(t.issue("E"), "E")
     assert len(t) == 3
-    for n in (first, verified):                          # never a replay
-        assert raises(Refused, t.consume, n, "A" if n is first else "V").reason == reasons.NONCE_UNKNOWN
+    for n, who in ((first, "A"), (verified, "V")):      # never a replay
+        assert raises(Refused, t.consume, n, who).reason == reasons.NONCE_UNKNOWN
     assert raises(Refused, t.consume, early, "W").reason == reasons.NONCE_UNKNOWN  # below the floor
 
 
