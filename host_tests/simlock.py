@@ -131,7 +131,9 @@ class RawClient:
         self.s.settimeout(10)
         self.mid = int.from_bytes(os.urandom(2), "big")  # as a real client: no MID reuse across sockets
 
-    def request(self, code, path, options=(), payload=b""):
+    def request(self, code, path, options=(), payload=b"", retransmit=0):
+        """One CON exchange; `retransmit`: how many times the same message
+        is sent again after 2 s without an answer (RFC 7252 sec. 4.2)."""
         self.mid = (self.mid + 1) & 0xFFFF
         msg = cm.Message(cm.CON, code, self.mid, self.mid.to_bytes(2, "big"), payload=payload)
         for seg in path.split("/"):
@@ -142,7 +144,14 @@ class RawClient:
         t0 = time.perf_counter()
         self.s.sendto(raw, self.addr)
         while True:
-            data = self.s.recv(2048)
+            try:
+                data = self.s.recv(2048)
+            except socket.timeout:
+                if retransmit <= 0:
+                    raise
+                retransmit -= 1
+                self.s.sendto(raw, self.addr)
+                continue
             resp = cm.parse(data)
             if resp.mid == self.mid:
                 return resp, time.perf_counter() - t0

@@ -27,7 +27,6 @@ import gc
 from micropython import const
 
 _MAX_RX_FAILS = const(3)
-_RESERVE_COPY = const(512)
 _SMALL_RX = const(256)
 
 
@@ -38,20 +37,20 @@ async def serve(sock, server, transport="coap", bufsize=1152):
     Heap: a receive allocates bufsize+1 bytes and then, while that block is
     still held, the copy of the datagram: two contiguous blocks, which a
     small, fragmented heap (56 KiB on an ESP32) may not have even when
-    enough is free in all. Two reserve blocks are kept between datagrams, one
-    for each (the copy's sized for a request with a typical token,
-    _RESERVE_COPY bytes); a receive that fails releases them and is tried
-    again; the first is taken back right after the receive (before handling
+    enough is free in all. Two reserve blocks of bufsize+1 bytes are kept
+    between datagrams, one for each (2.3 KB of the heap, the price of never
+    losing a large datagram to a failed copy); a receive that fails releases
+    them and is tried again; the first is taken back right after the receive (before handling
     can fill its hole), the second once the request is done. Failing that,
-    the datagram is taken in _SMALL_RX bytes (a larger one is answered 4.13).
-    A datagram that still cannot be received is retried on the next wake-up; after
-    _MAX_RX_FAILS in a row one datagram is dropped into a preallocated byte,
-    so the loop never spins."""
+    the datagram is taken in _SMALL_RX bytes (a larger one is answered
+    4.13). A datagram that still cannot be received is retried on the next
+    wake-up; after _MAX_RX_FAILS in a row one is dropped into a preallocated
+    byte, so the loop never spins."""
     sock.setblocking(False)
     sink = bytearray(1)
     n = bufsize + 1
     rx_reserve = bytearray(n)
-    copy_reserve = bytearray(_RESERVE_COPY)
+    copy_reserve = bytearray(n)
     fails = 0
     while True:
         yield asyncio.core._io_queue.queue_read(sock)
@@ -62,8 +61,6 @@ async def serve(sock, server, transport="coap", bufsize=1152):
             try:
                 data, peer = sock.recvfrom(n)
             except MemoryError:
-                if rx_reserve is None and copy_reserve is None:
-                    raise
                 rx_reserve = copy_reserve = None
                 gc.collect()
                 try:
@@ -108,7 +105,7 @@ async def serve(sock, server, transport="coap", bufsize=1152):
             if rx_reserve is None:
                 rx_reserve = _take(n)
             if copy_reserve is None:
-                copy_reserve = _take(_RESERVE_COPY)
+                copy_reserve = _take(n)
 
 
 def _take(size):
