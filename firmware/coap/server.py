@@ -244,8 +244,15 @@ class _Dedup:
         self._bytes += need
 
     def expire(self, now):
-        for k in [k for k in self._order if now >= self._table[k][0]]:
-            self._drop(k)
+        # Runs for every datagram: walks the (short) order list in place
+        # rather than building a list of what to drop.
+        order = self._order
+        i = 0
+        while i < len(order):
+            if now >= self._table[order[i]][0]:
+                self._drop(order[i])
+            else:
+                i += 1
 
 
 class _TicksClock:

@@ -40,8 +40,8 @@ async def serve(sock, server, transport="coap", bufsize=1152):
     enough is free in all. Two reserve blocks of bufsize+1 bytes are kept
     between datagrams, one for each (2.3 KB of the heap, the price of never
     losing a large datagram to a failed copy); a receive that fails releases
-    them and is tried again; the first is taken back right after the receive (before handling
-    can fill its hole), the second once the request is done. Failing that,
+    them and is tried again; the first is taken back right after the receive
+    (before handling can fill its hole), the second once the request is done. Failing that,
     the datagram is taken in _SMALL_RX bytes (a larger one is answered
     4.13). A datagram that still cannot be received is retried on the next
     wake-up; after _MAX_RX_FAILS in a row one is dropped into a preallocated

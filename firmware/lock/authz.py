@@ -93,7 +93,10 @@ class Authorizer:
             # (the token, its scope): checking in that order must not leave
             # a usable nonce behind. Why the proof is no good is kept for
             # after the token checks, so the order of reasons stays the same.
-            spent = self._spend(proof, peer)
+            try:
+                spent = self._spend(proof, peer)
+            except Refused as e:
+                spent = e
         tok = None
         if bearer is not None and len(bearer) > 0:
             if len(bearer) == _HASH_LEN:
@@ -132,20 +135,16 @@ class Authorizer:
         return tok
 
     def _spend(self, proof, peer):
-        """(nonce, signature) of a PoP option whose nonce was outstanding
-        and is now spent, or the Refused saying why it cannot be used."""
-        try:
-            nonce, sig = pop.parse_proof(proof)
-            self.nonces.consume(nonce, peer)
-            return nonce, sig
-        except Refused as e:
-            return e
+        """(nonce, signature) of a PoP option whose nonce was issued to
+        `peer` and is now spent; raises Refused saying why it cannot be used."""
+        nonce, sig = pop.parse_proof(proof)
+        self.nonces.consume(nonce, peer)
+        return nonce, sig
 
     def _by_proof(self, permission, proof, peer):
         # PROFILE sec. 4: a stored token named by its PoP proof. The nonce is
         # spent once; the signature is then tried with each candidate key.
-        nonce, sig = pop.parse_proof(proof)
-        self.nonces.consume(nonce, peer)
+        nonce, sig = self._spend(proof, peer)
         cands = self.store.candidates(permission)
         if not cands:
             raise Refused(reasons.TOKEN_UNKNOWN if not len(self.store) else reasons.SCOPE_INSUFFICIENT)

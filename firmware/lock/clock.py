@@ -7,8 +7,8 @@ NTP, or, in the simulator, the host's clock).
 Numbers as on the ESP32 (PROFILE sec. 6): `ticks_ms` wraps with a period of
 2**30 ms (12.4 days), and `ticks_diff` is only meaningful for two readings
 less than 2**29 ms (6.2 days) apart, so the uptime is accumulated from
-differences and must be read at least that often (the app's housekeeping
-task reads it every few seconds). Uptime and wall time are integers
+differences and must be read at least that often (the app's relock task
+reads it every 100 ms). Uptime and wall time are integers
 (milliseconds; small ints turn into exact big ints past 2**30), never floats:
 a single-precision float cannot hold a Unix time to the second (its step at
 1.8e9 is 128 s).

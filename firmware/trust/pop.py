@@ -30,10 +30,9 @@ class NonceTable:
     (5 bytes) | seq (3) | SHA-256(peer)[:8]: opaque to everyone else (it
     tells nothing of the uptime or the traffic); decrypted, the digest proves
     the lock issued it to this peer, and issued_ms | seq (the body) orders
-    the nonces of one boot by issue. The tag proves the lock issued it to this
-    peer; issued_ms gives its age against `now_ms`, the lock's uptime (an
-    int that never wraps: 30 s at any uptime). A reboot draws a new key, so
-    older nonces are unknown.
+    the nonces of one boot by issue; issued_ms gives its age against
+    `now_ms`, the lock's uptime (an int that never wraps: 30 s at any
+    uptime). A reboot draws a new key, so older nonces are unknown.
 
     Single use: a nonce presented by its peer is spent until it expires, so
     a proof refused before its signature was checked cannot be replayed

@@ -75,7 +75,7 @@ def cmd_token(a):
                         tag=61 if a.cwt_tag else 18)
     with open(a.out, "wb") as f:
         f.write(tok)
-    print("token %s: %d bytes, hash %s, scope %r, %s" % (
+    print("token %s: %d bytes, token id %s, scope %r, %s" % (
         a.out, len(tok), ch.token_id(tok).hex(), a.scope,
         "bearer" if a.bearer else ("psk" if a.psk else "pop key " + a.key)))
 
