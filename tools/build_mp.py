@@ -150,7 +150,16 @@ def _clone(tmp, log):
 
 def build(force=False, jobs=None, quiet=False):
     """Bring build/mp/ up to date. Returns True if it built, False if cached.
-    Raises BuildError."""
+    Raises BuildError. Builds started at once (two pytest runs, make and an
+    editor hook) take turns on build/mp/.lock instead of mixing their trees."""
+    import fcntl
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(force, jobs, quiet)
+
+
+def _build(force, jobs, quiet):
     tar = tarball_path()
     source_id = ("tarball:" + TARBALL_SHA256) if os.path.exists(tar) else ("git:" + MICROPYTHON_COMMIT)
     digest = input_digest(source_id)

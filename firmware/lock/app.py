@@ -10,11 +10,11 @@ import os
 from coap import message as m
 from coap.server import CoapServer, Site
 from lock import resources, state
-from lock.authz import Authorizer
+from lock.authz import Authorizer, Decision
 from lock.declog import DecisionLog
 from lock.lockout import Lockout
 from lock.tokens import TokenStore
-from trust import pop
+from trust import pop, reasons
 from trust.reasons import Refused
 from trust.verifier import Verifier
 
@@ -40,7 +40,7 @@ class LockApp:
         _mkdir(root)  # DecisionLog creates its own folder below it
         self.log = DecisionLog(root + "/log", cfg.log_capacity, cfg.log_segment)
         self.verifier = Verifier(cfg.device_id, cfg.as_keys, cfg.as_lock_key, cfg.skew_s,
-                                 cfg.allow_bearer, cfg.exi_table)
+                                 cfg.allow_bearer, cfg.exi_table, cfg.revocations)
         self.store = TokenStore(cfg.token_store)
         self.nonces = pop.NonceTable(clock.uptime_ms, cfg.nonce_table)
         self.statefile = state.StateFile(root + "/state.cbor")
@@ -60,29 +60,52 @@ class LockApp:
                                  dedup_bytes=nbytes)
 
     def _restore(self):
-        raws = state.restore(self.statefile.load(), self.verifier)
+        """PROFILE sec. 6: a damaged or unreadable state file (or none on a
+        lock that has booted before: the first boot writes one) fails
+        closed: no stored token, exi tokens blocked until the AS gives
+        floors, every revocation still readable kept; and it is logged."""
+        self.statefile.remove_stale()
+        st, status = self.statefile.load()
+        if status == state.MISSING and self.log.boot > 1:
+            status = state.DAMAGED
+        issuers = [k.issuer for k in self.cfg.as_keys]
+        raws = state.restore(st, self.verifier, issuers)
         kept = 0
-        for raw in raws:
+        if status == state.DAMAGED:
+            self.verifier.exi.blocked = True
+            raws = ()
+        now = self.clock.uptime_ms()
+        for raw, used in raws:
             try:
                 tok = self.verifier.verify(raw, self.clock.wall(), self.log.boot,
                                            self.clock.uptime_s(), check_exi=False)
-                self.store.add(tok, lambda t: False)
+                self.store.add(tok, lambda t: False, None, now, used)
                 kept += 1
             except Refused:
                 pass  # expired, revoked or from a key no longer trusted
-        self.say("state: %d stored token(s) restored, %d dropped, %d revoked hash(es), %d exi entr(ies)" % (
-            kept, len(raws) - kept, len(self.verifier.revoked_hashes), len(self.verifier.exi.entries)))
+        self.say("state: %s; %d stored token(s) restored, %d dropped, %d revocation(s)%s" % (
+            status, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
+            ", exi tokens blocked until the AS gives floors" if self.verifier.exi.blocked else ""))
+        if status == state.DAMAGED:
+            self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "state"), "local")
+        if status != state.OK or kept != len(raws):
+            try:
+                self.persist()
+            except OSError:
+                pass  # said; the next change tries again
 
     def _error(self, exc):
         # A request that crashed its handler was answered 5.00; the loop goes on.
         self.say("ERROR %s: %s" % (type(exc).__name__, exc))
 
     def persist(self):
+        """Save the state; raises OSError (said) when it cannot be written."""
         try:
             self.statefile.save(state.snapshot(self.verifier, self.store))
             self.verifier.exi.dirty = False
         except OSError as e:
             self.say("state: cannot save: %s" % e)
+            raise
 
     async def _relock(self, period_ms=100):
         while True:

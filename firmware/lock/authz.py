@@ -7,18 +7,22 @@ decision is appended to the durable log before the caller moves the door
 """
 import gc
 
-from trust import pop, reasons
+from trust import cose, pop, reasons
 from trust.reasons import Refused
-from trust.verifier import token_id_of
+from trust.verifier import token_id, token_id_of
 
 _HASH_LEN = 32
 _SUMMARY_MS = 60000
-# Refusals the lockout does not count: nothing was presented, the lock ran
-# out of heap, or a nonce the lock no longer knows (a reboot) or that ran
-# out of time: the client caused none of them, and none cost a signature
-# check (PROFILE sec. 3 v2).
-_NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.POP_MISSING, reasons.NO_MEMORY,
-                reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
+# Refusals the client did not cause: nothing was presented, the lock ran out
+# of heap or could not write its state, or a nonce the lock no longer knows
+# (a reboot) or that ran out of time (PROFILE sec. 3 v2). The lockout does
+# not count them, except for the signature checks they cost: the lockout is
+# also the per-peer budget of signature checks (PROFILE sec. 4 v2), so every
+# failed or proofless token check counts, a request that made k checks k times.
+_NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.NO_MEMORY, reasons.NONCE_UNKNOWN,
+                reasons.NONCE_EXPIRED, reasons.STATE_DAMAGED, reasons.STATE_FAILURE,
+                reasons.STORE_FULL)
+_NONCE_GONE = (reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
 
 
 class Decision:
@@ -45,27 +49,42 @@ class Authorizer:
         self.log = log
         self.lockout = lockout
         self.boot = boot
-        self.on_change = on_change  # persist state after a change
+        self.on_change = on_change  # persist state after a change; raises OSError
+        self.checks = 0  # signature checks made (the lockout's budget counts them)
         # PROFILE sec. 6: requests that present nothing are summarized, so an
         # unauthenticated flood cannot fill the log: one record per
         # _SUMMARY_MS at most, carrying in `sub` how many went unwritten.
         self._quiet_count = 0
         self._quiet_at = None  # uptime ms of the last token-less record
 
-    def _changed(self):
-        if self.on_change:
+    def _save(self):
+        """Persist the state; False when it could not be written."""
+        if self.on_change is None:
+            return True
+        try:
             self.on_change()
+            return True
+        except OSError:
+            return False
 
     # Token upload (RFC 9200 5.10.1) -----------------------------------
-    def upload(self, raw, transport):
-        """Verify and store a token posted to /authz-info. Returns the token."""
+    def upload(self, raw, transport, peer=None):
+        """Verify and store a token posted to /authz-info. Returns the token.
+        A token already stored (in any envelope) is checked again without
+        its signature. Raises Refused (TOKEN_SUPERSEDED, STORE_FULL: see
+        TokenStore.add)."""
+        tok = self.store.get(token_id_of(raw))
+        if tok is not None:
+            self._revalidate(tok)
+            return tok
         tok = self._verify(raw, transport)
-        self.store.add(tok, self._expired)
-        self._changed()
+        self.store.add(tok, self._expired, peer, self.clock.uptime_ms())
+        self._save()  # a stored token is a convenience: not saved, it still serves until reboot
         return tok
 
-    def _verify(self, raw, transport):
-        tok = self.verifier.verify(raw, self.clock.wall(), self.boot, self.clock.uptime_s())
+    def _verify(self, raw, transport, sign1=None):
+        self.checks += 1
+        tok = self.verifier.verify(raw, self.clock.wall(), self.boot, self.clock.uptime_s(), sign1=sign1)
         # PROFILE sec. 3: bearer tokens only when allowed, and only over DTLS.
         if tok.is_bearer and transport == "coap":
             raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
@@ -104,9 +123,14 @@ class Authorizer:
                 if tok is None:
                     raise Refused(reasons.TOKEN_UNKNOWN)
             else:
-                tok = self.store.get(token_id_of(bearer))
+                bearer = bytes(bearer)
+                sign1 = cose.parse_sign1(bearer)
+                tok = self.store.get(token_id(sign1))
                 if tok is None:
-                    tok = self._verify(bearer, transport)
+                    if isinstance(spent, Refused) and spent.reason in _NONCE_GONE:
+                        raise spent  # before a signature check it would make useless
+                    tok = self._verify(bearer, transport, sign1)
+                sign1 = None
         elif session is not None:
             tok = self.store.by_psk_kid(session)
             if tok is None:
@@ -124,6 +148,7 @@ class Authorizer:
                 raise Refused(reasons.POP_MISSING)
             if isinstance(spent, Refused):
                 raise spent
+            self.checks += 1
             pop.check_signature(c.pop_key, self.device_id, spent[0], spent[1], permission, tok.hash)
             self.nonces.confirm(spent[0])
         elif c.cnf_kind == "psk":
@@ -152,6 +177,7 @@ class Authorizer:
         for tok in cands:
             try:
                 self._revalidate(tok)
+                self.checks += 1
                 pop.check_signature(tok.claims.pop_key, self.device_id, nonce, sig, permission, tok.hash)
                 self.nonces.confirm(nonce)
                 return tok
@@ -171,11 +197,12 @@ class Authorizer:
         def check():
             if not raw:
                 raise Refused(reasons.TOKEN_MISSING)
-            return self.upload(raw, transport)
+            return self.upload(raw, transport, peer)
         return self._decided("authz-info", transport, peer, check)
 
     def _decided(self, permission, transport, peer, check, ready=None):
         now_ms = self.clock.uptime_ms()
+        checks = self.checks
         tok = None
         left = self.lockout.remaining_s(peer, now_ms) if peer is not None else 0
         if left:
@@ -183,6 +210,11 @@ class Authorizer:
         else:
             try:
                 tok = check()
+                # RFC 9200 5.10.3: an exi token's first receipt is durable
+                # before the token is used, or a power cut would give it a
+                # new lifetime.
+                if self.verifier.exi.dirty and not self._save():
+                    raise Refused(reasons.STATE_FAILURE, "exi first receipt not saved")
                 why = ready() if ready else None
                 if why:
                     raise Refused(reasons.ACTUATOR_FAULT, why)
@@ -195,13 +227,20 @@ class Authorizer:
                 tok = None
                 gc.collect()
                 d = Decision(False, reasons.NO_MEMORY, None, permission)
-            if peer is not None:
-                if d.granted:
+            cost = self.checks - checks
+            if d.granted:
+                if (permission != "authz-info" and tok.claims.cnf_kind is not None
+                        and self.store.used(tok, now_ms)):
+                    self._save()
+                if peer is not None:
                     self.lockout.success(peer)
-                elif d.reason not in _NOT_COUNTED:
-                    self.lockout.failure(peer, now_ms)
+            elif peer is not None:
+                if d.reason not in _NOT_COUNTED:
+                    cost = max(1, cost)
+                if cost:
+                    self.lockout.failure(peer, now_ms, cost)
         if self.verifier.exi.dirty:
-            self._changed()
+            self._save()  # a floor raised by a refused token
         if d.reason == reasons.TOKEN_MISSING:
             if self._quiet_at is not None and now_ms - self._quiet_at < _SUMMARY_MS:
                 self._quiet_count += 1
@@ -235,11 +274,18 @@ class Authorizer:
         return self.nonces.issue(peer)
 
     # Administration -----------------------------------------------------
-    def revoke(self, hashes=(), ctis=()):
+    def revoke(self, hashes=(), ctis=(), exi_floors=None):
+        """Revoke token ids and ctis, and take the AS's exi floors
+        ({issuer: highest sequence number issued}); one for every trusted
+        issuer lifts an exi block left by damaged state. Acknowledge only
+        after this returns (PROFILE sec. 2): raises Refused(REVOCATIONS_FULL)
+        (nothing changed) or Refused(STATE_FAILURE) (in force, not durable)."""
         v = self.verifier
-        for h in hashes:
-            v.revoked_hashes.add(bytes(h))
-        for c in ctis:
-            v.revoked_ctis.add(bytes(c))
+        v.add_revocations(hashes, ctis)
+        if exi_floors:
+            blocked = v.exi.blocked
+            v.exi.set_floor(exi_floors)
+            v.exi.blocked = blocked and not all(k.issuer in exi_floors for k in v.keys)
         self.store.remove_if(lambda t: v.is_revoked(t.hash, t.claims.cti))
-        self._changed()
+        if not self._save():
+            raise Refused(reasons.STATE_FAILURE, "revocation in force but not saved")

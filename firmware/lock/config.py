@@ -89,7 +89,8 @@ class Config:
                         int(lo.get("capacity", 12)))
         self.token_store = int(d.get("token_store", 6))
         self.nonce_table = int(d.get("nonce_table", 16))  # spent PoP nonces remembered (30 s each)
-        self.exi_table = int(d.get("exi_table", 12))
+        self.exi_table = int(d.get("exi_table", 12))  # exi sequence numbers remembered per issuer
+        self.revocations = int(d.get("revocations", 64))  # revoked token ids and ctis, together
         dd = d.get("dedup", {})
         self.dedup = (int(dd.get("size", 6)), int(dd.get("per_peer", 2)), int(dd.get("bytes", 1536)))
         lg = d.get("log", {})

@@ -1,8 +1,11 @@
 """Authorization layer: per-peer lockout after repeated failures.
 
 A peer that collects `max_failures` refusals within `window_s` is refused
-(CoAP 4.29 with Max-Age) for `penalty_s`. The table is bounded; when full,
-the entry idle the longest is forgotten.
+(CoAP 4.29 with Max-Age) for `penalty_s`. A refusal weighs as many
+failures as the signature checks it cost (at least one), so the lockout is
+also the per-peer budget of signature checks (PROFILE sec. 4 v2). The
+table is bounded; when full, the entry idle the longest is forgotten (never
+one that is locked out).
 """
 
 
@@ -25,7 +28,7 @@ class Lockout:
             return 0
         return (left + 999) // 1000
 
-    def failure(self, peer, now_ms):
+    def failure(self, peer, now_ms, weight=1):
         e = self.peers.get(peer)
         if e is None or now_ms - e[1] > self.window_ms:
             if e is None and len(self.peers) >= self.capacity:
@@ -38,7 +41,7 @@ class Lockout:
                 del self.peers[oldest]
             e = [0, now_ms, 0, now_ms]
             self.peers[peer] = e
-        e[0] += 1
+        e[0] += weight
         e[3] = now_ms
         if e[0] >= self.max_failures:
             e[2] = now_ms + self.penalty_ms

@@ -156,16 +156,19 @@ class Protected:
         return Response(m.CONTENT, cbor.encode(body), (), CF_CBOR)
 
     def _revoke(self, req):
-        # Body: {"ids": [token id (32 bytes)], "ctis": [cti (1-64 bytes)]}
+        # Body: {"ids": [token id (32 bytes)], "ctis": [cti (1-64 bytes)],
+        # "exi": {issuer: highest exi sequence number issued (uint)}}
         # (PROFILE sec. 2: a token is named by its token id). Validated like
-        # a token: a map of these two lists only, exact types and sizes.
+        # a token: a map of these keys only, exact types, sizes and counts.
+        # 2.04 only once the revocation is durable (PROFILE sec. 2).
         try:
             body = cbor.decode(req.payload, 3, 1024)
-            if not isinstance(body, dict) or not body or any(k not in ("ids", "ctis") for k in body):
+            if not isinstance(body, dict) or not body or any(k not in ("ids", "ctis", "exi") for k in body):
                 raise ValueError
             hashes = body.get("ids", [])
             ctis = body.get("ctis", [])
-            if not isinstance(hashes, list) or not isinstance(ctis, list):
+            floors = body.get("exi", {})
+            if not isinstance(hashes, list) or not isinstance(ctis, list) or not isinstance(floors, dict):
                 raise ValueError
             for x in hashes:
                 if not isinstance(x, bytes) or len(x) != 32:
@@ -173,7 +176,15 @@ class Protected:
             for x in ctis:
                 if not isinstance(x, bytes) or not 1 <= len(x) <= 64:
                     raise ValueError
+            for k in floors:
+                v = floors[k]
+                if (not isinstance(k, str) or not k or isinstance(v, bool) or not isinstance(v, int)
+                        or not 0 <= v < 1 << 64):
+                    raise ValueError
         except (ValueError, AttributeError, TypeError):
             return Response(m.BAD_REQUEST)
-        self.b.authz.revoke(hashes, ctis)
+        try:
+            self.b.authz.revoke(hashes, ctis, floors)
+        except reasons.Refused as e:
+            return Response(reasons.coap_code(e.reason), str(e).encode())
         return Response(m.CHANGED)

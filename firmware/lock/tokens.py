@@ -1,13 +1,38 @@
 """Authorization layer: the bounded store of verified access tokens
-(RFC 9200 5.10.1), keyed by token id (PROFILE sec. 2), one token per proof-of-possession
-key: a new token for the same key supersedes the old one.
+(RFC 9200 5.10.1), keyed by token id (PROFILE sec. 2), one token per
+proof-of-possession key.
+
+Fairness (PROFILE sec. 4 v2): what one peer uploads must not push out
+another peer's token before its time. Tokens are public (they cross the air
+in the clear), so anyone may upload a token sniffed from someone else; what
+only the key holder can do is use it. The store therefore tells tokens that
+were used (a granted request proved possession of their key) from those
+only uploaded, like a segmented LRU cache: used tokens hold at most
+capacity - `probation` slots, and a token that becomes used beyond that
+pushes out the used token idle longest. An upload, which proves nothing,
+makes room only from, in order:
+  1. tokens no longer valid;
+  2. an unused token the same peer uploaded (a peer replaces its own);
+  3. an unused token older than `grace_ms` (a fresh upload has that long to
+     be used, so a flood cannot push it out between upload and proof);
+  4. the used token idle longest, once idle for `idle_ms`;
+and otherwise refuses the upload (STORE_FULL, 5.03; the client can still
+send its token inline). So uploads alone never push out a used token that
+is in use, and a new phone still gets in once it proves its key. A token for a key the store already holds replaces
+the stored one unless it is older (its iat is earlier): TOKEN_SUPERSEDED.
 """
+from trust import reasons
+from trust.reasons import Refused
 
 
 class TokenStore:
-    def __init__(self, capacity=8):
+    def __init__(self, capacity=8, grace_ms=30000, idle_ms=3600000, probation=1):
         self.capacity = capacity
-        self.tokens = []  # verified Token objects, oldest first
+        self.probation = min(probation, capacity - 1)
+        self.grace_ms = grace_ms
+        self.idle_ms = idle_ms
+        self.tokens = []  # verified Token objects, oldest upload first
+        self._info = {}   # token id -> [uploader peer, used (bool), uptime ms of upload or last use]
 
     def __len__(self):
         return len(self.tokens)
@@ -27,30 +52,90 @@ class TokenStore:
             return b"psk:" + c.psk_kid
         return None
 
-    def add(self, tok, expired):
-        """Store `tok`; `expired(t)` tells whether a stored token is no
-        longer valid. Returns the tokens dropped to make room."""
-        dropped = []
+    def add(self, tok, expired, peer=None, now_ms=0, used=False):
+        """Store `tok`, uploaded by `peer` at uptime `now_ms`; `expired(t)`
+        tells whether a stored token is no longer valid. Returns the tokens
+        dropped to make room. Raises Refused(TOKEN_SUPERSEDED) for a token
+        older than the stored one for its key, Refused(STORE_FULL) when no
+        stored token may be dropped (see the module docstring)."""
+        if self.get(tok.hash) is not None:
+            return []                      # the same token, in any envelope
         kid = self._key_id(tok)
-        for t in list(self.tokens):
-            if t.hash == tok.hash or (kid is not None and self._key_id(t) == kid):
-                self.tokens.remove(t)
-                if t.hash != tok.hash:
-                    dropped.append(t)
+        if kid is not None:
+            for i, t in enumerate(self.tokens):
+                if self._key_id(t) == kid:
+                    old, new = t.claims.iat, tok.claims.iat
+                    if old is not None and (new is None or new < old):
+                        raise Refused(reasons.TOKEN_SUPERSEDED, "the lock holds a newer token for this key")
+                    # Same key: the holder's standing carries over.
+                    info = self._info.pop(t.hash)
+                    self.tokens[i] = tok
+                    self._info[tok.hash] = info
+                    return [t]
+        dropped = []
         if len(self.tokens) >= self.capacity:
             for t in list(self.tokens):
                 if expired(t):
-                    self.tokens.remove(t)
+                    self._remove(t)
                     dropped.append(t)
-        while len(self.tokens) >= self.capacity:
-            dropped.append(self.tokens.pop(0))
+        if len(self.tokens) >= self.capacity:
+            victim = self._victim(peer, now_ms)
+            if victim is None:
+                raise Refused(reasons.STORE_FULL)
+            self._remove(victim)
+            dropped.append(victim)
         self.tokens.append(tok)
+        self._info[tok.hash] = [peer, used, now_ms]
         return dropped
+
+    def _victim(self, peer, now_ms):
+        own = old = idle = None
+        for t in self.tokens:
+            who, used, at = self._info[t.hash]
+            if not used:
+                if own is None and peer is not None and who == peer:
+                    own = t
+                if old is None and now_ms - at >= self.grace_ms:
+                    old = t
+            elif now_ms - at >= self.idle_ms and (idle is None or at < self._info[idle.hash][2]):
+                idle = t
+        return own or old or idle
+
+    def is_used(self, tok):
+        info = self._info.get(tok.hash)
+        return info is not None and info[1]
+
+    def used(self, tok, now_ms):
+        """`tok` authorized a granted request with proof of possession.
+        True when that changed what is stored (first use: the token became
+        used, and may have pushed out the used token idle longest)."""
+        info = self._info.get(tok.hash)
+        if info is None or info[1]:
+            if info is not None:
+                info[2] = now_ms
+            return False
+        info[1] = True
+        info[2] = now_ms
+        lru = None
+        n = 0
+        for t in self.tokens:
+            i = self._info[t.hash]
+            if i[1]:
+                n += 1
+                if t is not tok and (lru is None or i[2] < self._info[lru.hash][2]):
+                    lru = t
+        if n > self.capacity - self.probation and lru is not None:
+            self._remove(lru)
+        return True
+
+    def _remove(self, t):
+        self.tokens.remove(t)
+        del self._info[t.hash]
 
     def remove_if(self, pred):
         gone = [t for t in self.tokens if pred(t)]
         for t in gone:
-            self.tokens.remove(t)
+            self._remove(t)
         return gone
 
     def by_psk_kid(self, kid):

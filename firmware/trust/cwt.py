@@ -6,8 +6,8 @@ from micropython import const
 from trust import cbor, cose, p256
 from trust.reasons import (
     AUD_MISMATCH, CLAIMS_MALFORMED, CLOCK_UNSYNCED, CNF_INVALID, EXI_EXPIRED,
-    EXI_TABLE_FULL, EXPIRED, ISS_MISMATCH, NO_EXPIRY, NOT_YET_VALID,
-    PSK_KEY_INVALID, Refused,
+    EXPIRED, ISS_MISMATCH, NO_EXPIRY, NOT_YET_VALID,
+    PSK_KEY_INVALID, STATE_DAMAGED, Refused,
 )
 
 C_ISS = const(1)
@@ -37,6 +37,7 @@ CRV_P256 = const(1)
 _MAX_SCOPE = const(16)
 _MAX_AUD = const(8)
 _MAX_CTI = const(64)
+_MAX_SEQ = const(8)  # an exi token's cti: its sequence number (PROFILE sec. 2)
 
 
 class Claims:
@@ -176,6 +177,8 @@ def check(c, issuer, device_id, now_s, skew_s):
         raise Refused(NO_EXPIRY)
     if c.exi is not None and c.cti is None:
         raise Refused(NO_EXPIRY, "exi without cti (RFC 9200 5.10.3)")
+    if c.exi is not None and not 1 <= len(c.cti) <= _MAX_SEQ:
+        raise Refused(CLAIMS_MALFORMED, "an exi token's cti is its sequence number: 1-8 bytes")
     if now_s is None:
         # Without a clock only exi bounds the lifetime; exp/nbf cannot be
         # checked, so a token that relies on them is refused (fail closed).
@@ -189,30 +192,54 @@ def check(c, issuer, device_id, now_s, skew_s):
 
 
 class ExiTable:
-    """First-receipt times of tokens with `exi` (RFC 9200 5.10.3), keyed by
-    cti, bounded. Times are (boot, uptime_s, wall_s or None): within one
-    boot the monotonic clock measures age; across a reboot only the wall
-    clock can, and without it the token counts as expired (fail closed).
-    Entries stay after expiry so a re-posted token is still refused."""
+    """RFC 9200 5.10.3 for tokens with `exi` (PROFILE sec. 2): the AS gives
+    each exi token for this lock a sequence number as its cti (1-8 bytes,
+    big-endian unsigned, increasing). Per issuer the lock keeps the first
+    receipt of the `window` highest numbers it has seen and a floor: a
+    number at or below the floor is refused. A number that leaves the window
+    raises the floor to it, so no entry is ever forgotten while its token
+    could still be presented, and the table never fills.
 
-    def __init__(self, capacity=32):
-        self.capacity = capacity
-        self.entries = {}
+    Receipt times are (boot, uptime_s, wall_s or None): within one boot the
+    monotonic clock measures age; across a reboot only the wall clock can,
+    and without it the token counts as expired (fail closed). `blocked`:
+    the state was lost, so every exi token is refused until the AS gives a
+    floor for each issuer (set_floor)."""
+
+    def __init__(self, window=12):
+        self.window = window
+        self.issuers = {}  # issuer -> [floor, {seq: (exi, boot, uptime_s, wall_s)}]
+        self.blocked = False
         self.dirty = False
 
-    def check(self, cti, exi, boot, uptime_s, wall_s):
-        e = self.entries.get(cti)
+    def check(self, issuer, cti, exi, boot, uptime_s, wall_s):
+        """Refused(STATE_DAMAGED) while blocked; Refused(EXI_EXPIRED) for a
+        number at or below the floor or a token older than its exi; records
+        a first receipt (sets `dirty`: the caller persists before it grants)."""
+        if self.blocked:
+            raise Refused(STATE_DAMAGED, "exi state lost; waiting for the AS")
+        seq = int.from_bytes(cti, "big")
+        w = self.issuers.get(issuer)
+        if w is None:
+            w = self.issuers[issuer] = [-1, {}]
+        if seq <= w[0]:
+            raise Refused(EXI_EXPIRED, "sequence number at or below the floor")
+        seen = w[1]
+        e = seen.get(seq)
         if e is None:
-            if len(self.entries) >= self.capacity:
-                self._evict(boot, uptime_s, wall_s)
-                if len(self.entries) >= self.capacity:
-                    raise Refused(EXI_TABLE_FULL)
-            self.entries[cti] = (exi, boot, uptime_s, wall_s)
+            seen[seq] = (exi, boot, uptime_s, wall_s)
+            while len(seen) > self.window:
+                low = min(seen)
+                del seen[low]
+                w[0] = low
             self.dirty = True
+            if seq <= w[0]:
+                raise Refused(EXI_EXPIRED, "sequence number below the window")
             return
-        if self._age(e, boot, uptime_s, wall_s) is None:
+        age = self._age(e, boot, uptime_s, wall_s)
+        if age is None:
             raise Refused(EXI_EXPIRED, "first seen before reboot, no clock")
-        if self._age(e, boot, uptime_s, wall_s) >= e[0]:
+        if age >= e[0]:
             raise Refused(EXI_EXPIRED)
 
     @staticmethod
@@ -223,21 +250,31 @@ class ExiTable:
             return wall_s - e[3]
         return None
 
-    def _evict(self, boot, uptime_s, wall_s):
-        # Only entries provably expired for a long time may go: forgetting
-        # an entry would let that token be replayed. Keep a day of margin.
-        for cti in list(self.entries):
-            e = self.entries[cti]
-            age = self._age(e, boot, uptime_s, wall_s)
-            if age is not None and age >= e[0] + 86400:
-                del self.entries[cti]
-                self.dirty = True
+    def set_floor(self, floors):
+        """floors: {issuer: sequence number} from the AS, one per trusted
+        issuer: every number at or below it is refused from now on (the AS
+        gives the highest number it issued to this lock). Clears `blocked`."""
+        for issuer in floors:
+            w = self.issuers.get(issuer)
+            if w is None:
+                w = self.issuers[issuer] = [-1, {}]
+            f = floors[issuer]
+            if f > w[0]:
+                w[0] = f
+                for seq in [q for q in w[1] if q <= f]:
+                    del w[1][seq]
+        self.blocked = False
+        self.dirty = True
 
-    def to_list(self):
-        return [[k, e[0], e[1], e[2], e[3]] for k, e in self.entries.items()]
+    def to_state(self):
+        """{issuer: [floor, [[seq, exi, boot, uptime_s, wall_s], ...]]}"""
+        return {iss: [w[0], [[q, e[0], e[1], e[2], e[3]] for q, e in w[1].items()]]
+                for iss, w in self.issuers.items()}
 
-    def load(self, items):
-        self.entries = {}
-        for it in items:
-            self.entries[it[0]] = (it[1], it[2], it[3], it[4])
+    def load(self, windows, blocked=False):
+        self.issuers = {}
+        for iss in windows:
+            floor, entries = windows[iss]
+            self.issuers[iss] = [floor, {it[0]: (it[1], it[2], it[3], it[4]) for it in entries}]
+        self.blocked = blocked
         self.dirty = False

@@ -60,6 +60,10 @@ BAD_REQUEST = const(38)
 STORE_FULL = const(39)
 WRONG_SESSION = const(40)
 NO_MEMORY = const(41)  # out of heap: nothing could be checked, so a deny (5.03)
+STATE_DAMAGED = const(42)  # the state file was damaged: exi tokens wait for the AS (5.03)
+STATE_FAILURE = const(43)  # state that must be durable first could not be written (5.03)
+TOKEN_SUPERSEDED = const(44)  # the lock holds a newer token for the same key (4.01)
+REVOCATIONS_FULL = const(45)  # the revocation list is full (5.03)
 
 # Indexed by reason: the name, the Error option value (255: no option) and
 # the CoAP code. Kept as one string and two byte strings rather than a dict
@@ -74,6 +78,7 @@ _NAMES = (
     "nonce_unknown nonce_expired pop_sig_invalid token_missing "
     "token_unknown psk_key_invalid exi_table_full locked_out log_failure "
     "actuator_fault bad_request store_full wrong_session no_memory "
+    "state_damaged state_failure token_superseded revocations_full "
 )
 _E = const(255)  # no Error option
 _ERRORS = bytes((
@@ -91,6 +96,9 @@ _ERRORS = bytes((
     _E,                                         # 39 store_full
     1,                                          # 40 wrong_session
     _E,                                         # 41 no_memory
+    _E, _E,                                     # 42-43 state damaged, state failure
+    1,                                          # 44 token_superseded
+    _E,                                         # 45 revocations_full
 ))
 _CODES = bytes((
     0x44,                                       # 0 ok: 2.04
@@ -107,8 +115,11 @@ _CODES = bytes((
     0xA3,                                       # 39 store_full: 5.03
     0x81,                                       # 40: 4.01
     0xA3,                                       # 41 no_memory: 5.03
+    0xA3, 0xA3,                                 # 42-43 state: 5.03
+    0x81,                                       # 44 token_superseded: 4.01
+    0xA3,                                       # 45 revocations_full: 5.03
 ))
-COUNT = const(42)
+COUNT = const(46)
 
 def name(reason):
     if 0 <= reason < COUNT:

@@ -9,7 +9,7 @@ passes the wall time (None when unsynced), the boot counter and uptime.
 import hashlib
 
 from trust import cose, cwt
-from trust.reasons import BEARER_NOT_ALLOWED, REVOKED, UNKNOWN_KEY, Refused
+from trust.reasons import BEARER_NOT_ALLOWED, REVOCATIONS_FULL, REVOKED, UNKNOWN_KEY, Refused
 
 
 class TrustedKey:
@@ -61,7 +61,7 @@ def token_id_of(raw):
 
 class Verifier:
     def __init__(self, device_id, keys, psk_unwrap_key=None, skew_s=60,
-                 allow_bearer=False, exi_capacity=32):
+                 allow_bearer=False, exi_window=12, max_revocations=64):
         self.device_id = device_id
         self.keys = list(keys)
         self.psk_unwrap_key = psk_unwrap_key
@@ -69,7 +69,8 @@ class Verifier:
         self.allow_bearer = allow_bearer
         self.revoked_hashes = set()
         self.revoked_ctis = set()
-        self.exi = cwt.ExiTable(exi_capacity)
+        self.max_revocations = max_revocations
+        self.exi = cwt.ExiTable(exi_window)
 
     def is_revoked(self, digest, cti):
         # Sets are looked up by hash; token hashes and ctis are not secret,
@@ -78,9 +79,25 @@ class Verifier:
             return True
         return cti is not None and cti in self.revoked_ctis
 
-    def verify(self, raw, now_s=None, boot=0, uptime_s=0, check_exi=True):
+    def add_revocations(self, ids=(), ctis=()):
+        """Revoke token ids (32 bytes) and ctis, all or none: raises
+        Refused(REVOCATIONS_FULL) when the list would hold more than
+        `max_revocations` (PROFILE sec. 6: a full table refuses the new
+        entry rather than forgetting one that still protects)."""
+        ids = set(bytes(h) for h in ids) - self.revoked_hashes
+        ctis = set(bytes(c) for c in ctis) - self.revoked_ctis
+        if len(self.revoked_hashes) + len(self.revoked_ctis) + len(ids) + len(ctis) > self.max_revocations:
+            raise Refused(REVOCATIONS_FULL, "%d entries at most" % self.max_revocations)
+        for h in ids:
+            self.revoked_hashes.add(h)
+        for c in ctis:
+            self.revoked_ctis.add(c)
+
+    def verify(self, raw, now_s=None, boot=0, uptime_s=0, check_exi=True, sign1=None):
+        """A Token, or Refused. `sign1`: raw already parsed (cose.parse_sign1),
+        so a caller that needed its token id first does not parse it twice."""
         raw = bytes(raw)
-        s = cose.parse_sign1(raw)
+        s = sign1 or cose.parse_sign1(raw)
         digest = token_id(s)
         if digest in self.revoked_hashes:
             raise Refused(REVOKED, "token id")
@@ -93,7 +110,7 @@ class Verifier:
         if c.cnf_kind is None and not self.allow_bearer:
             raise Refused(BEARER_NOT_ALLOWED)
         if c.exi is not None and check_exi:
-            self.exi.check(c.cti, c.exi, boot, uptime_s, now_s)
+            self.exi.check(key.issuer, c.cti, c.exi, boot, uptime_s, now_s)
         return Token(raw, digest, c, key.issuer)
 
     def recheck(self, tok, now_s, boot, uptime_s):
@@ -106,5 +123,5 @@ class Verifier:
             raise Refused(UNKNOWN_KEY, "issuer no longer trusted")
         cwt.check(c, tok.issuer, self.device_id, now_s, self.skew_s)
         if c.exi is not None:
-            self.exi.check(c.cti, c.exi, boot, uptime_s, now_s)
+            self.exi.check(tok.issuer, c.cti, c.exi, boot, uptime_s, now_s)
 

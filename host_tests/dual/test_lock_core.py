@@ -10,7 +10,8 @@ from trust.verifier import Verifier
 
 
 class _Claims:
-    def __init__(self, pop_key=None, psk_kid=None, scope=("unlock",), cti=None):
+    def __init__(self, pop_key=None, psk_kid=None, scope=("unlock",), cti=None, iat=None):
+        self.iat = iat
         self.pop_key = pop_key
         self.psk_kid = psk_kid
         self.scope = scope
@@ -31,23 +32,58 @@ class _Tok:
         return p in self.claims.scope
 
 
-def test_store_one_token_per_pop_key():
+def test_store_one_token_per_pop_key_never_an_older_one():
     s = TokenStore(4)
-    s.add(_Tok(b"a", pop_key=b"K1"), lambda t: False)
-    s.add(_Tok(b"b", pop_key=b"K1"), lambda t: False)   # supersedes a
+    s.add(_Tok(b"a", pop_key=b"K1", iat=10), lambda t: False)
+    s.add(_Tok(b"b", pop_key=b"K1", iat=20), lambda t: False)   # newer: supersedes a
     s.add(_Tok(b"c", pop_key=b"K2"), lambda t: False)
     assert s.get(b"a") is None and s.get(b"b") and s.get(b"c") and len(s) == 2
+    # An older token for the same key (a sniffed one, replayed) is refused.
+    e = raises(reasons.Refused, s.add, _Tok(b"a", pop_key=b"K1", iat=10), lambda t: False)
+    assert e.reason == reasons.TOKEN_SUPERSEDED and s.get(b"b")
+    e = raises(reasons.Refused, s.add, _Tok(b"d", pop_key=b"K1"), lambda t: False)  # no iat
+    assert e.reason == reasons.TOKEN_SUPERSEDED
+    s.add(_Tok(b"b", pop_key=b"K1", iat=20), lambda t: False)   # the same token again: no change
+    assert len(s) == 2
 
 
-def test_store_full_evicts_expired_first_then_oldest():
-    s = TokenStore(3)
-    for h in (b"1", b"2", b"3"):
-        s.add(_Tok(h, pop_key=h), lambda t: False)
-    dropped = s.add(_Tok(b"4", pop_key=b"4"), lambda t: t.hash == b"2")
-    assert [t.hash for t in dropped] == [b"2"]
-    assert s.get(b"1") and s.get(b"3") and s.get(b"4")
-    dropped = s.add(_Tok(b"5", pop_key=b"5"), lambda t: False)
-    assert [t.hash for t in dropped] == [b"1"] and len(s) == 3
+# (name, stored: [(id, uploader, used, at_ms)], new uploader, now_ms, expected victim or reason)
+_FAIRNESS = (
+    ("expired_first", [(b"1", "A", True, 0), (b"2", "A", True, 0)], "B", 1000, b"2"),
+    ("own_unused_upload", [(b"1", "A", False, 990), (b"2", "B", False, 995)], "B", 1000, b"2"),
+    ("strangers_fresh_upload_kept", [(b"1", "A", False, 990), (b"2", "A", False, 995)], "B", 1000,
+     reasons.STORE_FULL),
+    ("unused_after_grace", [(b"1", "A", False, 0), (b"2", "A", False, 995)], "B", 30000, b"1"),
+    ("used_kept_while_active", [(b"1", "A", True, 0), (b"2", "A", True, 10)], "B", 60000,
+     reasons.STORE_FULL),
+    ("used_idle_longest", [(b"1", "A", True, 50), (b"2", "A", True, 10)], "B", 3600050, b"2"),
+    ("unused_before_used", [(b"1", "A", True, 0), (b"2", "A", False, 0)], "B", 3600000, b"2"),
+)
+
+
+def test_store_full_fairness_table():
+    for name, stored, peer, now, want in _FAIRNESS:
+        s = TokenStore(2)
+        for h, who, used, at in stored:
+            s.add(_Tok(h, pop_key=h), lambda t: False, who, at, used)
+        expired = (lambda t: t.hash == b"2") if name == "expired_first" else (lambda t: False)
+        if isinstance(want, int):
+            e = raises(reasons.Refused, s.add, _Tok(b"new", pop_key=b"new"), expired, peer, now)
+            assert e.reason == want, name
+            assert len(s) == 2, name
+        else:
+            dropped = s.add(_Tok(b"new", pop_key=b"new"), expired, peer, now)
+            assert [t.hash for t in dropped] == [want], (name, dropped)
+            assert s.get(b"new") and len(s) == 2, name
+
+
+def test_store_use_protects_a_token():
+    s = TokenStore(1)
+    t = _Tok(b"1", pop_key=b"1")
+    s.add(t, lambda x: False, "A", 0)
+    s.used(t, 40000)
+    e = raises(reasons.Refused, s.add, _Tok(b"2", pop_key=b"2"), lambda x: False, "B", 50000)
+    assert e.reason == reasons.STORE_FULL and s.is_used(t)
 
 
 def test_store_candidates_newest_first_with_permission():
@@ -75,6 +111,8 @@ def test_lockout_window_penalty_and_bound():
     assert len(lo.peers) <= 2
     lo.success("c")
     assert "c" not in lo.peers
+    lo.failure("d", 20000, 3)        # a refusal that cost 3 signature checks
+    assert lo.remaining_s("d", 20001) == 5
 
 
 def test_actuator_fail_secure():
@@ -195,3 +233,17 @@ def test_tokenless_requests_are_summarized_once_a_minute():
     clock.t += 60000
     az.decide("unlock", "coap", "p")
     assert len(log.rows) == 3 and log.rows[2][4] == 499 and log.rows[2][7] == reasons.TOKEN_MISSING
+
+
+def test_store_a_used_token_pushes_out_the_idlest_used_one():
+    # Segmented like an LRU cache: used tokens hold capacity - 1 slots, so a
+    # new phone gets in once it proves its key, and uploads alone never can.
+    s = TokenStore(3)
+    a, b, c = _Tok(b"a", pop_key=b"a"), _Tok(b"b", pop_key=b"b"), _Tok(b"c", pop_key=b"c")
+    for i, t in enumerate((a, b)):
+        s.add(t, lambda x: False, "P%d" % i, 0)
+        assert s.used(t, 10 + i)
+    s.add(c, lambda x: False, "P2", 20)
+    assert not s.used(a, 30)                 # already used: only refreshed
+    assert s.used(c, 40)                     # third used token: b, idle longest, goes
+    assert s.get(b"b") is None and s.get(b"a") and s.get(b"c")

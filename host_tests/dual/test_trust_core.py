@@ -157,22 +157,64 @@ def test_claims_malformed_payloads():
         assert e.reason == reasons.CLAIMS_MALFORMED
 
 
+def _seq(n):
+    return n.to_bytes(2, "big")
+
+
 def test_exi_table_within_boot_and_across_reboot():
     t = cwt.ExiTable(2)
-    t.check(b"a", 60, 1, 100, None)       # first receipt
-    t.check(b"a", 60, 1, 159, None)       # 59 s later: fine
-    assert raises(Refused, t.check, b"a", 60, 1, 160, None).reason == reasons.EXI_EXPIRED
+    t.check("as", _seq(1), 60, 1, 100, None)      # first receipt
+    t.check("as", _seq(1), 60, 1, 159, None)      # 59 s later: fine
+    assert raises(Refused, t.check, "as", _seq(1), 60, 1, 160, None).reason == reasons.EXI_EXPIRED
     # After a reboot without a clock the age is unknown: refused.
-    assert raises(Refused, t.check, b"a", 60, 2, 5, None).reason == reasons.EXI_EXPIRED
+    assert raises(Refused, t.check, "as", _seq(1), 60, 2, 5, None).reason == reasons.EXI_EXPIRED
     t2 = cwt.ExiTable(2)
-    t2.check(b"b", 60, 1, 100, 5000)
-    t2.check(b"b", 60, 2, 1, 5030)        # rebooted, wall clock says 30 s
-    assert raises(Refused, t2.check, b"b", 60, 2, 2, 5061).reason == reasons.EXI_EXPIRED
-    t2.check(b"c", 60, 2, 3, 5062)
-    assert raises(Refused, t2.check, b"d", 60, 2, 4, 5063).reason == reasons.EXI_TABLE_FULL
+    t2.check("as", _seq(5), 60, 1, 100, 5000)
+    t2.check("as", _seq(5), 60, 2, 1, 5030)       # rebooted, wall clock says 30 s
+    assert raises(Refused, t2.check, "as", _seq(5), 60, 2, 2, 5061).reason == reasons.EXI_EXPIRED
     t3 = cwt.ExiTable(2)
-    t3.load(t2.to_list())
-    assert raises(Refused, t3.check, b"b", 60, 2, 5, 5100).reason == reasons.EXI_EXPIRED
+    t3.load(t2.to_state())
+    assert raises(Refused, t3.check, "as", _seq(5), 60, 2, 5, 5100).reason == reasons.EXI_EXPIRED
+
+
+def test_exi_window_never_forgets_and_never_fills():
+    # RFC 9200 5.10.3: sequence numbers. Leaving the window raises the floor,
+    # so an expired token can never come back with a new lifetime, and new
+    # tokens are always accepted, even after a reboot without a clock.
+    t = cwt.ExiTable(3)
+    for n in (10, 11, 12):
+        t.check("as", _seq(n), 60, 1, 0, None)
+    t.check("as", _seq(13), 60, 1, 61, None)       # 10 leaves: floor 10
+    assert t.issuers["as"][0] == 10 and len(t.issuers["as"][1]) == 3
+    for n in (10, 9, 0):                           # at or below the floor
+        e = raises(Refused, t.check, "as", _seq(n), 60, 1, 62, None)
+        assert e.reason == reasons.EXI_EXPIRED, n
+    assert raises(Refused, t.check, "as", _seq(11), 60, 1, 62, None).reason == reasons.EXI_EXPIRED
+    t.check("as", _seq(14), 60, 1, 62, None)       # floor 11
+    e = raises(Refused, t.check, "as", _seq(12), 60, 1, 200, None)   # seen at 0: expired
+    assert e.reason == reasons.EXI_EXPIRED
+    # Reboot without a clock: old entries refused, new numbers accepted.
+    t2 = cwt.ExiTable(3)
+    t2.load(t.to_state())
+    assert raises(Refused, t2.check, "as", _seq(13), 60, 2, 1, None).reason == reasons.EXI_EXPIRED
+    for n in range(15, 40):
+        t2.check("as", _seq(n), 60, 2, 2, None)
+    assert len(t2.issuers["as"][1]) == 3 and t2.issuers["as"][0] == 36
+    # Issuers are separate windows; 8-byte numbers work on a 32-bit word.
+    t2.check("other", b"\xff" * 8, 60, 2, 3, None)
+    assert raises(Refused, t2.check, "other", b"\xff" * 8, 60, 2, 64, None).reason == reasons.EXI_EXPIRED
+
+
+def test_exi_blocked_until_floors():
+    t = cwt.ExiTable(3)
+    t.blocked = True
+    assert raises(Refused, t.check, "as", _seq(1), 60, 1, 0, None).reason == reasons.STATE_DAMAGED
+    t.set_floor({"as": 100})
+    assert not t.blocked and t.dirty
+    assert raises(Refused, t.check, "as", _seq(100), 60, 1, 0, None).reason == reasons.EXI_EXPIRED
+    t.check("as", _seq(101), 60, 1, 0, None)
+    t.set_floor({"as": 50})                        # a floor never goes down
+    assert t.issuers["as"][0] == 100
 
 
 def test_nonce_single_use_expiry_and_peer_binding():
@@ -279,6 +321,8 @@ REASONS = {
     "psk_key_invalid": (1, "4.01"), "exi_table_full": (None, "5.03"), "locked_out": (None, "4.29"),
     "log_failure": (None, "5.03"), "actuator_fault": (None, "5.03"), "bad_request": (0, "4.00"),
     "store_full": (None, "5.03"), "wrong_session": (1, "4.01"), "no_memory": (None, "5.03"),
+    "state_damaged": (None, "5.03"), "state_failure": (None, "5.03"), "token_superseded": (1, "4.01"),
+    "revocations_full": (None, "5.03"),
 }
 
 

@@ -44,6 +44,27 @@ def _load_key(path, create):
     return k
 
 
+def next_exi_seq(bundle):
+    """The next exi sequence number of this (AS, lock) pair: the counter in
+    BUNDLE/exi-seq, raised and written (atomically) before it is used, so a
+    number is never issued twice."""
+    path = os.path.join(bundle, "exi-seq")
+    try:
+        with open(path) as f:
+            n = int(f.read().strip() or "0")
+    except FileNotFoundError:
+        n = 0
+    except ValueError:
+        _die("%s: not a number; the exi sequence cannot go on safely" % path)
+    n += 1
+    with open(path + ".tmp", "w") as f:
+        f.write("%d\n" % n)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    return n
+
+
 def cmd_token(a):
     try:
         cfg, as_key = load_bundle(a.bundle)
@@ -62,7 +83,14 @@ def cmd_token(a):
         claims[5] = now + a.nbf_in
     if a.exi is not None:
         claims[40] = a.exi
-    claims[7] = bytes.fromhex(a.cti) if a.cti else os.urandom(8)
+    if a.cti:
+        claims[7] = bytes.fromhex(a.cti)
+    elif a.exi is not None:
+        # RFC 9200 5.10.3 / PROFILE sec. 2: an exi token's cti is the AS's
+        # next sequence number for this lock, kept beside the AS key.
+        claims[7] = next_exi_seq(a.bundle).to_bytes(8, "big")
+    else:
+        claims[7] = os.urandom(8)
     if a.psk:
         secret = os.urandom(16)
         psk_id = os.urandom(8)
@@ -203,8 +231,10 @@ def main(argv=None):
     s.add_argument("--exp-in", type=int, default=3600, help="seconds until exp")
     s.add_argument("--no-exp", action="store_true")
     s.add_argument("--nbf-in", type=int, default=None)
-    s.add_argument("--exi", type=int, default=None)
-    s.add_argument("--cti", default=None, help="hex")
+    s.add_argument("--exi", type=int, default=None,
+                   help="seconds of life from first receipt (RFC 9200 5.10.3); the cti is then the next "
+                        "sequence number from BUNDLE/exi-seq")
+    s.add_argument("--cti", default=None, help="hex (for an exi token: its sequence number, 1-8 bytes)")
     s.add_argument("--aud", default=None)
     s.add_argument("--iss", default=None)
     s.add_argument("--sub", default=None)
