@@ -5,7 +5,9 @@ A peer that collects `max_failures` refusals within `window_s` is refused
 failures as the signature checks it cost (at least one), so the lockout is
 also the per-peer budget of signature checks (PROFILE sec. 4 v2). The
 table is bounded; when full, the entry idle the longest is forgotten (never
-one that is locked out).
+one that is locked out, until its penalty ends); when every entry is locked
+out, the peers left outside share one entry, so a flood from many addresses
+still gets one budget rather than none.
 """
 
 
@@ -16,31 +18,54 @@ class Lockout:
         self.penalty_ms = penalty_s * 1000
         self.capacity = capacity
         self.peers = {}  # peer -> [failures, first_ms, locked_until_ms, last_ms]
+        # Peers that find the table full of locked-out peers share one entry:
+        # many addresses at once still get one budget, not an unlimited one.
+        self.overflow = None
+
+    def _full(self, now_ms):
+        """True if the table has no room: every entry locked out."""
+        if len(self.peers) < self.capacity:
+            return False
+        for p in [p for p, v in self.peers.items() if v[2] and v[2] <= now_ms]:
+            del self.peers[p]  # penalties that ran out
+        return len(self.peers) >= self.capacity and all(v[2] for v in self.peers.values())
 
     def remaining_s(self, peer, now_ms):
         """Seconds the peer stays locked out, 0 if it may proceed."""
         e = self.peers.get(peer)
+        if e is None and self.overflow is not None and self._full(now_ms):
+            e = self.overflow
         if e is None or e[2] == 0:
             return 0
         left = e[2] - now_ms
         if left <= 0:
-            del self.peers[peer]
+            if e is self.overflow:
+                self.overflow = None
+            else:
+                del self.peers[peer]
             return 0
         return (left + 999) // 1000
 
     def failure(self, peer, now_ms, weight=1):
+        """Count a refusal that cost `weight` signature checks (at least 1)."""
         e = self.peers.get(peer)
-        if e is None or now_ms - e[1] > self.window_ms:
-            if e is None and len(self.peers) >= self.capacity:
+        shared = False
+        if e is None and len(self.peers) >= self.capacity:
+            if self._full(now_ms):
+                shared = True
+                e = self.overflow
+            elif len(self.peers) >= self.capacity:
                 oldest = None
                 for p, v in self.peers.items():
                     if v[2] == 0 and (oldest is None or v[3] < self.peers[oldest][3]):
                         oldest = p
-                if oldest is None:
-                    return  # everyone in the table is locked out; keep them
                 del self.peers[oldest]
+        if e is None or now_ms - e[1] > self.window_ms:
             e = [0, now_ms, 0, now_ms]
-            self.peers[peer] = e
+            if shared:
+                self.overflow = e
+            else:
+                self.peers[peer] = e
         e[0] += weight
         e[3] = now_ms
         if e[0] >= self.max_failures:

@@ -247,3 +247,20 @@ def test_store_a_used_token_pushes_out_the_idlest_used_one():
     assert not s.used(a, 30)                 # already used: only refreshed
     assert s.used(c, 40)                     # third used token: b, idle longest, goes
     assert s.get(b"b") is None and s.get(b"a") and s.get(b"c")
+
+
+def test_lockout_full_of_locked_peers_shares_one_budget():
+    lo = Lockout(max_failures=2, window_s=60, penalty_s=10, capacity=2)
+    for p in ("a", "b"):
+        lo.failure(p, 0, 2)                  # both locked out until 10 s
+    assert lo.remaining_s("a", 1) == 10
+    # Newcomers find no room: they share the overflow entry's budget.
+    assert lo.remaining_s("c", 1) == 0
+    lo.failure("c", 1)
+    lo.failure("d", 2)
+    assert lo.remaining_s("e", 3) == 10      # the shared budget is spent
+    assert lo.remaining_s("a", 3) == 10
+    # Penalties that ran out free the table: newcomers get their own entry.
+    assert lo.remaining_s("f", 10001) == 0
+    lo.failure("f", 10001)
+    assert "f" in lo.peers and lo.remaining_s("f", 10002) == 0
