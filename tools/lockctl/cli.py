@@ -127,12 +127,18 @@ def cmd_coap(a):
                 print(out.code)
                 print(out.payload.decode(errors="replace"))
                 return out.ok
-            if a.action in ("upload",) or (token and not a.inline and a.action in ACTIONS):
+            inline = a.inline
+            if a.action in ("upload",) or (token and not inline and a.action in ACTIONS):
                 up = await p.upload()
                 print("authz-info: %s" % up.describe())
-                if not up.ok or a.action == "upload":
+                if up.code == "5.03" and a.action != "upload":
+                    # The lock's token store has no room for it now
+                    # (store_full): send the token inline instead.
+                    print("token store full: sending the token inline")
+                    inline = True
+                elif not up.ok or a.action == "upload":
                     return up.ok
-            out = await p.act(a.action, inline=a.inline)
+            out = await p.act(a.action, inline=inline)
             print("%s: %s%s" % (a.action, out.describe(),
                                 " (after challenge)" if out.tries > 1 else ""))
             return out.ok
