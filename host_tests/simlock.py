@@ -30,7 +30,9 @@ def free_udp_port():
 
 class SimLock:
     def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
-                 **prov):
+                 start=True, **prov):
+        """`start=False`: provision the bundle (and mint tokens for it) but
+        start no process; `start()` starts it later."""
         self.dir = str(tmpdir)
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
@@ -49,7 +51,8 @@ class SimLock:
         self.mpypath = mpypath
         self.proc = None
         self.lines = []
-        self.start()
+        if start:
+            self.start()
 
     def start(self, timeout=20):
         cmd = sim_command(self.bundle, self.flash, heapsize=self.heapsize)

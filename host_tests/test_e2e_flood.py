@@ -314,9 +314,9 @@ class Flood:
             self.lock.stop()
             raise
 
-    def run(self):
-        """Runs the flood, then one more unlock and the log read; returns
-        a JSON-able summary (see `summary`)."""
+    def run(self, read=True):
+        """Runs the flood, then one more unlock and (when `read`) the log
+        read; returns a JSON-able summary (see `summary`)."""
         lock, v, a = self.lock, self.victim, self.attacker
         t0 = time.time()
         try:
@@ -333,7 +333,7 @@ class Flood:
             flood_unlocks = v.unlocks
             v.unlocks = []
             after = v.unlock() if alive else False
-            records, tail, refused = read_log(lock) if alive else ([], {}, [])
+            records, tail, refused = read_log(lock) if alive and read else ([], {}, [])
             flood_s = time.time() - t0
             alive = alive and lock.alive()
             v.unlocks = flood_unlocks
