@@ -475,11 +475,6 @@ def test_flood_log_has_every_grant(flood):
     assert len(logged) == want, "%d victim grants, %d in the log\n%s" % (want, len(logged), describe(flood))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware/lock/authz.py Authorizer._decided refuses a locked-out peer (LOCKED_OUT, reason 35) before "
-    "it looks at what the request presented, and records that refusal like a decision: every token-less "
-    "request from a locked-out address is a log record, not part of the per-minute summary (PROFILE sec. 6); "
-    "one address fills the log's denial part in about ten seconds"))
 def test_a_locked_out_address_asking_nothing_does_not_fill_the_log(tmp_path):
     # PROFILE sec. 6: a request that presents nothing is not a decision; it
     # is counted and summarized (one record per minute at most), so an

@@ -23,6 +23,7 @@ _NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.NO_MEMORY, reasons.NONCE_UNKNOWN,
                 reasons.NONCE_EXPIRED, reasons.STATE_DAMAGED, reasons.STATE_FAILURE,
                 reasons.STORE_FULL)
 _NONCE_GONE = (reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
+_SUMMARIZED = (reasons.TOKEN_MISSING, reasons.LOCKED_OUT)
 
 
 class Decision:
@@ -51,11 +52,11 @@ class Authorizer:
         self.boot = boot
         self.on_change = on_change  # persist state after a change; raises OSError
         self.checks = 0  # signature checks made (the lockout's budget counts them)
-        # PROFILE sec. 6: requests that present nothing are summarized, so an
-        # unauthenticated flood cannot fill the log: one record per
-        # _SUMMARY_MS at most, carrying in `sub` how many went unwritten.
-        self._quiet_count = 0
-        self._quiet_at = None  # uptime ms of the last token-less record
+        # PROFILE sec. 6: requests that present nothing, and requests of a
+        # locked-out peer (nothing of them is checked), are summarized, so a
+        # flood cannot fill the log: one record per reason per _SUMMARY_MS at
+        # most, carrying in `sub` how many went unwritten since the last one.
+        self._quiet = {}  # reason -> [unwritten count, uptime ms of the last record]
 
     def _save(self):
         """Persist the state; False when it could not be written."""
@@ -241,21 +242,21 @@ class Authorizer:
                     self.lockout.failure(peer, now_ms, cost)
         if self.verifier.exi.dirty:
             self._save()  # a floor raised by a refused token
-        if d.reason == reasons.TOKEN_MISSING:
-            if self._quiet_at is not None and now_ms - self._quiet_at < _SUMMARY_MS:
-                self._quiet_count += 1
+        if d.reason in _SUMMARIZED:
+            q = self._quiet.get(d.reason)
+            if q is not None and now_ms - q[1] < _SUMMARY_MS:
+                q[0] += 1
                 return d  # counted; seq stays None
-            self._quiet_at = now_ms
-            self.record(d, transport, self._quiet_count)
-            self._quiet_count = 0
+            self._quiet[d.reason] = [0, now_ms]
+            self.record(d, transport, q[0] if q else 0)
             return d
         self.record(d, transport)
         return d
 
     def record(self, d, transport, sub=None):
         """Append the decision; a decision that cannot be logged is a deny.
-        `sub`: for a token-less summary, the count of token-less requests
-        not written since the previous one."""
+        `sub`: for a summary record (token_missing, locked_out), how many
+        such requests went unwritten since the previous one."""
         t = d.token
         if t is not None:
             sub = t.claims.sub

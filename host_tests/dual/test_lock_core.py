@@ -264,3 +264,15 @@ def test_lockout_full_of_locked_peers_shares_one_budget():
     assert lo.remaining_s("f", 10001) == 0
     lo.failure("f", 10001)
     assert "f" in lo.peers and lo.remaining_s("f", 10002) == 0
+
+
+def test_locked_out_requests_are_summarized_too():
+    # A locked-out peer's requests are refused unchecked: like token-less
+    # ones, one record a minute per reason, so they cannot fill the log.
+    log = _Log()
+    az = _authz(log)
+    for _ in range(5):
+        az.decide("unlock", "coap", "p", bearer=b"\x11" * 32)
+    for _ in range(300):
+        assert az.decide("unlock", "coap", "p", bearer=b"\x11" * 32).reason == reasons.LOCKED_OUT
+    assert [r[7] for r in log.rows] == [reasons.TOKEN_UNKNOWN] * 5 + [reasons.LOCKED_OUT]
