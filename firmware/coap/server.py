@@ -6,6 +6,18 @@ message layer (piggybacked ACKs, RST, fresh MIDs for NON responses, the
 duplicate table of sec. 4.5) and the request checks of sec. 5.4 (unknown
 critical options, option lengths and repeats), then hands the request to a
 resource found in a `Site`. No socket is ever touched here.
+
+Amplification (PROFILE sec. 4 v2; RFC 7252 sec. 11.3): a response to a
+request from an unverified address is at most AMPLIFICATION times the size
+of the request's datagram. Which addresses are verified is decided per
+transport (`CoapServer.verified_transports`): plain CoAP ("coap") never
+is, since a UDP source address costs nothing to forge; DTLS ("coaps") always
+is, since a request reaches the server only after a handshake whose
+HelloVerifyRequest cookie proved the address. Besides, a resource that has
+itself seen proof that the peer receives at its address (the lock: a PoP
+proof signing a nonce it sent to that address, PROFILE sec. 3) may set
+`exchange.verified`. A response that would be larger is cut down in the
+message layer, whatever resource produced it (`CoapServer._bounded`).
 """
 from micropython import const
 
@@ -20,6 +32,18 @@ MAX_MESSAGE_SIZE = const(1152)
 
 _LINK_FORMAT = const(40)  # RFC 6690 sec. 7.3
 _SZX_MAX = const(6)  # RFC 7959 sec. 2.2: 1024-byte blocks, SZX 7 reserved
+
+# PROFILE sec. 4 v2: the largest response to an unverified address, as a
+# multiple of the request's datagram size.
+AMPLIFICATION = const(3)
+# Transports whose peer address is verified before any request reaches the
+# server (DTLS: the handshake, with its HelloVerifyRequest cookie, completed).
+VERIFIED_TRANSPORTS = ("coaps",)
+# The one exemption (PROFILE sec. 4): a refusal carrying AS Request Creation
+# Hints (RFC 9200 sec. 5.3), Content-Format 19 application/ace+cbor, with
+# the codes of the profile's Error table (4.00, 4.01, 4.03).
+_CF_ACE_CBOR = const(19)
+_HINT_CODES = (m.BAD_REQUEST, m.UNAUTHORIZED, m.FORBIDDEN)
 
 _METHODS = {m.GET: "get", m.POST: "post", m.PUT: "put", m.DELETE: "delete"}
 
@@ -75,14 +99,18 @@ class CoapError(Exception):
 
 class Exchange:
     """Context handed to a resource: the transport reports who the peer is,
-    the resource decides what that is worth."""
-    __slots__ = ("peer", "transport", "session", "request")
+    the resource decides what that is worth. `verified`: the peer's address
+    is known to be its own (set by the server from the transport); a
+    resource may set it when its own checks prove that (see the module
+    docstring), which lifts the amplification bound for its response."""
+    __slots__ = ("peer", "transport", "session", "request", "verified")
 
-    def __init__(self, peer, transport, session, request):
+    def __init__(self, peer, transport, session, request, verified=False):
         self.peer = peer
         self.transport = transport
         self.session = session
         self.request = request
+        self.verified = verified
 
 
 _SAFE = b"-._~!$&'()*+=:@"  # RFC 3986 pchar without ',' and ';' (link-format separators)
@@ -197,7 +225,8 @@ class _Dedup:
         self.size = size
         self.per_peer = per_peer
         self.max_bytes = max_bytes
-        self._table = {}  # key -> (expires_ms, response bytes or None)
+        # key -> (expires_ms, response bytes or None, request datagram size)
+        self._table = {}
         self._order = []  # keys, oldest first
         self._bytes = 0
 
@@ -229,7 +258,7 @@ class _Dedup:
             if counts[k[:2]] == top:
                 return k
 
-    def put(self, key, response, expires):
+    def put(self, key, response, expires, size=0):
         if key in self._table:
             self._drop(key)
         need = len(response) if response is not None else 0
@@ -239,7 +268,7 @@ class _Dedup:
             self._drop(own[0])
         while self._order and (len(self._order) >= self.size or self._bytes + need > self.max_bytes):
             self._drop(self._victim())
-        self._table[key] = (expires, response)
+        self._table[key] = (expires, response, size)
         self._order.append(key)
         self._bytes += need
 
@@ -301,12 +330,18 @@ class CoapServer:
     rules as RFC 7252's own (sec. 5.4.3, 5.4.5: a critical one that is
     repeated or out of its length range is unrecognized, so 4.02). `now_ms`: monotonic,
     non-wrapping milliseconds. `on_error(exc)`: told about handler crashes
-    and transport errors. Counters: rx, dropped, errors."""
+    and transport errors. `verified_transports`: the transport names whose peer
+    addresses are verified (default: DTLS only); a response to a request
+    that came over any other transport is at most AMPLIFICATION times the
+    request's size. Counters: rx, dropped, errors."""
 
     def __init__(self, site, known_options=(), now_ms=None, dedup_size=16,
                  on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None, dedup_per_peer=4,
-                 dedup_bytes=3072):
+                 dedup_bytes=3072, verified_transports=VERIFIED_TRANSPORTS):
         self.site = site
+        # Names of the transports whose peers' addresses are verified; on
+        # any other, responses are bounded (see the module docstring).
+        self.verified_transports = tuple(verified_transports)
         self._known = dict(known_options)
         self._now = now_ms or _default_clock()
         self._dedup = _Dedup(dedup_size, dedup_per_peer, dedup_bytes)
@@ -328,12 +363,17 @@ class CoapServer:
 
     def handle(self, data, peer, transport="coap", session=None, truncated=False):
         """Process one datagram; returns the bytes to send to `peer` or None.
-        `truncated`: the transport could not receive the whole datagram."""
+        `truncated`: the transport could not receive the whole datagram.
+        Unless `transport` is in `verified_transports` (or the resource
+        set `exchange.verified`), the answer is at most
+        AMPLIFICATION * len(data) bytes (PROFILE sec. 4 v2)."""
         self.rx += 1
         now = self._now()
         self._dedup.expire(now)
+        verified = transport in self.verified_transports
+        limit = None if verified else AMPLIFICATION * len(data)
         if truncated or len(data) > self.max_size:
-            return self._too_large(data)
+            return self._too_large(data, limit)
         try:
             req = parse(data)
         except FormatError:
@@ -359,17 +399,27 @@ class CoapServer:
         hit = self._dedup.get(key, now)
         if hit is not None:
             # Sec. 4.5: same answer for a duplicate CON, drop a duplicate NON.
-            if hit[1] is None:
+            # A true duplicate is the same datagram again; a shorter one
+            # reusing the MID does not get a stored answer above its bound
+            # (which the original's size allowed, or which was exempt).
+            out = hit[1]
+            if out is None or (limit is not None and len(out) > limit and len(data) < hit[2]):
                 self.dropped += 1
-            return hit[1]
-        out = self._answer(req, Exchange(peer, transport, session, req))
+                return None
+            return out
+        out = self._answer(req, Exchange(peer, transport, session, req, verified), limit)
         if mtype == m.CON:
-            self._dedup.put(key, out, now + EXCHANGE_LIFETIME_MS)
+            self._dedup.put(key, out, now + EXCHANGE_LIFETIME_MS, len(data))
         else:
             self._dedup.put(key, None, now + NON_LIFETIME_MS)
         return out
 
-    def _answer(self, req, exchange):
+    def _answer(self, req, exchange, limit):
+        # `full`: the resource's whole GET representation when `resp` is a
+        # block of it (or could become one), with the block asked for.
+        full = None
+        num = 0
+        szx = _SZX_MAX
         bad = self._check_options(req)
         if bad is not None:
             if req.mtype == m.NON:
@@ -380,21 +430,78 @@ class CoapServer:
         else:
             try:
                 resp = self._dispatch(req, exchange)
+                if req.code == m.GET:
+                    if resp.code == m.CONTENT:
+                        full = resp
+                    block2 = req.get(m.BLOCK2)
+                    if block2 is not None:
+                        v = decode_uint(block2)
+                        num, szx = v >> 4, v & 7
+                    if block2 is not None or len(resp.payload) > 1 << (4 + _SZX_MAX):
+                        resp = self._block2(resp, num, szx)
             except CoapError as e:
                 resp = e.response()
+                full = None
             except MemoryError as e:
                 # RFC 7252 5.9.3.4: the server cannot serve it now.
                 self.report(e)
                 resp = Response(m.SERVICE_UNAVAILABLE)
+                full = None
             except Exception as e:
                 self.report(e)
                 resp = Response(m.INTERNAL_SERVER_ERROR)
+                full = None
+        msg = self._message(req)
         try:
-            return serialize(self._message(req, resp))
+            out = self._fill(msg, resp)
         except Exception as e:
             # A resource returned something that cannot be encoded.
             self.report(e)
-            return serialize(self._message(req, Response(m.INTERNAL_SERVER_ERROR)))
+            full = None
+            resp = Response(m.INTERNAL_SERVER_ERROR)
+            out = self._fill(msg, resp)
+        if limit is None or exchange.verified or len(out) <= limit:
+            return out
+        return self._bounded(msg, resp, limit, full, num, szx)
+
+    def _bounded(self, msg, resp, limit, full, num, szx):
+        """PROFILE sec. 4 v2: `resp` serialized in `msg` exceeds `limit`
+        bytes (the request came from an unverified address). In order:
+        - a refusal with AS Request Creation Hints (4.00/4.01/4.03 with
+          Content-Format 19) is exempt and sent as it is;
+        - a 2.05 to a GET (`full`) is sent as the Block2 block holding the
+          offset asked for (block `num` of size SZX `szx`), at the largest
+          SZX whose block fits, the block number scaled to it (RFC 7959
+          sec. 2.2-2.4, stateless slicing); if not even a 16-byte block
+          fits, 5.03 with nothing else;
+        - any other response loses its payload (a diagnostic or the body of
+          a 2.xx that acted), and if it still does not fit, its options."""
+        if resp.code in _HINT_CODES and resp.content_format == _CF_ACE_CBOR:
+            return self._fill(msg, resp)
+        if full is not None:
+            body = full.payload
+            offset = num << (4 + szx)
+            while szx >= 0:
+                # Header and options first: the payload is sliced only for
+                # the size that fits.
+                size = 1 << (4 + szx)
+                block = offset >> (4 + szx)
+                more = 1 if offset + size < len(body) else 0
+                opts = list(full.options)
+                opts.append((m.BLOCK2, encode_uint((block << 4) | (more << 3) | szx)))
+                n = len(self._fill(msg, Response(full.code, b"", opts, full.content_format)))
+                chunk = min(size, len(body) - offset)
+                if chunk > 0:
+                    n += 1 + chunk
+                if n <= limit:
+                    return self._fill(msg, self._block2(full, block, szx))
+                szx -= 1
+            resp = Response(m.SERVICE_UNAVAILABLE)
+        elif resp.payload:
+            out = self._fill(msg, Response(resp.code, b"", resp.options))
+            if len(out) <= limit:
+                return out
+        return self._fill(msg, Response(resp.code))
 
     def _check_options(self, req):
         """Sec. 5.4.1-5.4.5: the number of the first critical option that is
@@ -424,25 +531,22 @@ class CoapServer:
         return None
 
     def _dispatch(self, req, exchange):
+        """The resource's Response, whole (Block2 slicing is the caller's)."""
         if req.get(m.PROXY_URI) is not None or req.get(m.PROXY_SCHEME) is not None:
             # Sec. 5.7.2: not a proxy.
             raise CoapError(m.PROXYING_NOT_SUPPORTED)
         block2 = req.get(m.BLOCK2)
-        num = szx = 0
         if block2 is not None:
             v = decode_uint(block2)
-            num, szx = v >> 4, v & 7
-            if szx == 7:
+            if v & 7 == 7:
                 raise CoapError(m.BAD_REQUEST, b"Block2 SZX 7 is reserved")
-            if num and req.code != m.GET:
+            if v >> 4 and req.code != m.GET:
                 # A later block would re-run a non-safe request: refuse it
                 # as an option this server does not support there.
                 raise CoapError(m.BAD_OPTION, b"Block2 only for GET")
         resp = self.site.render(req, exchange)
         if not isinstance(resp, Response):
             raise TypeError("resource returned %r, not a Response" % type(resp))
-        if req.code == m.GET and (block2 is not None or len(resp.payload) > 1 << (4 + _SZX_MAX)):
-            resp = self._block2(resp, num, szx if block2 is not None else _SZX_MAX)
         return resp
 
     def _block2(self, resp, num, szx):
@@ -462,22 +566,27 @@ class CoapServer:
         opts.append((m.BLOCK2, encode_uint((num << 4) | (more << 3) | szx)))
         return Response(resp.code, body[start:start + size], opts, resp.content_format)
 
-    def _message(self, req, resp):
+    def _message(self, req):
+        """The response's header: code, options and payload are `_fill`ed."""
         if req.mtype == m.CON:
             # Sec. 5.2.1: piggybacked response in the ACK, same MID.
-            msg = Message(m.ACK, resp.code, req.mid, req.token)
-        else:
-            # Sec. 5.2.3: NON request -> NON response with a fresh MID.
-            self._mid = (self._mid + 1) & 0xFFFF
-            msg = Message(m.NON, resp.code, self._mid, req.token)
+            return Message(m.ACK, m.EMPTY, req.mid, req.token)
+        # Sec. 5.2.3: NON request -> NON response with a fresh MID.
+        self._mid = (self._mid + 1) & 0xFFFF
+        return Message(m.NON, m.EMPTY, self._mid, req.token)
+
+    def _fill(self, msg, resp):
+        """`resp` serialized in the header `msg`."""
+        msg.code = resp.code
+        msg.options = []
         for num, val in resp.options:
             msg.add(num, val)
         if resp.content_format is not None:
             msg.add(m.CONTENT_FORMAT, encode_uint(resp.content_format))
         msg.payload = resp.payload
-        return msg
+        return serialize(msg)
 
-    def _too_large(self, data):
+    def _too_large(self, data, limit):
         # Sec. 5.9.2.9: 4.13 with Size1 for a request we could not take in
         # whole; the token sits in the first 12 bytes, so it is intact.
         self.dropped += 1
@@ -489,4 +598,9 @@ class CoapServer:
             return None
         req = Message((data[0] >> 4) & 3, code, (data[2] << 8) | data[3], bytes(data[4:4 + tkl]))
         resp = Response(m.REQUEST_ENTITY_TOO_LARGE, options=((m.SIZE1, encode_uint(self.max_size)),))
-        return serialize(self._message(req, resp))
+        msg = self._message(req)
+        out = self._fill(msg, resp)
+        # Always fits (8 + tkl bytes for at least 4 + tkl), bounded anyway.
+        if limit is None or len(out) <= limit:
+            return out
+        return self._bounded(msg, resp, limit, None, 0, 0)
