@@ -49,8 +49,12 @@ async def serve(sock, server, transport="coap", bufsize=1152):
     sock.setblocking(False)
     sink = bytearray(1)
     n = bufsize + 1
-    rx_reserve = bytearray(n)
-    copy_reserve = bytearray(n)
+    # Taken like any later reserve: a heap with no such block now (say,
+    # fragmented by a boot that verified stored tokens) starts without them
+    # and the loop takes them when it can.
+    gc.collect()
+    rx_reserve = _take(n)
+    copy_reserve = _take(n)
     fails = 0
     while True:
         yield asyncio.core._io_queue.queue_read(sock)

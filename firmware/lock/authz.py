@@ -233,7 +233,9 @@ class Authorizer:
                 if (permission != "authz-info" and tok.claims.cnf_kind is not None
                         and self.store.used(tok, now_ms)):
                     self._save()
-                if peer is not None:
+                # Only a proof of possession clears the peer's failures: an
+                # upload proves nothing (anyone can post a sniffed token).
+                if peer is not None and permission != "authz-info":
                     self.lockout.success(peer)
             elif peer is not None:
                 if d.reason not in _NOT_COUNTED:

@@ -145,10 +145,15 @@ class TokenStore:
         return None
 
     def candidates(self, permission):
-        """Stored tokens with an EC2 cnf key that allow `permission`,
-        newest first (a PoP proof names its token by the signature)."""
-        out = []
+        """Stored tokens with an EC2 cnf key that allow `permission`, in the
+        order a PoP proof (which names its token only by the signature) is
+        tried: used tokens, most recently used first, then unused uploads,
+        newest first; so a phone in use matches on its first check whatever
+        strangers uploaded."""
+        used = []
+        unused = []
         for t in reversed(self.tokens):
             if t.claims.pop_key is not None and t.allows(permission):
-                out.append(t)
-        return out
+                (used if self._info[t.hash][1] else unused).append(t)
+        used.sort(key=lambda t: -self._info[t.hash][2])
+        return used + unused

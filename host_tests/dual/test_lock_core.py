@@ -94,6 +94,14 @@ def test_store_candidates_newest_first_with_permission():
     s.add(_Tok(b"4", psk_kid=b"p"), lambda t: False)
     assert [t.hash for t in s.candidates("unlock")] == [b"3", b"2"]
     assert s.by_psk_kid(b"p").hash == b"4"
+    # A used token is tried first, the most recently used before others:
+    # a phone in use matches on its first signature check.
+    s.used(s.get(b"2"), 100)
+    assert [t.hash for t in s.candidates("unlock")] == [b"2", b"3"]
+    s.used(s.get(b"3"), 200)
+    assert [t.hash for t in s.candidates("unlock")] == [b"3", b"2"]
+    s.used(s.get(b"2"), 300)
+    assert [t.hash for t in s.candidates("unlock")] == [b"2", b"3"]
 
 
 def test_lockout_window_penalty_and_bound():
