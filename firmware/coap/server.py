@@ -319,6 +319,12 @@ def _rst(mid):
     return bytes((0x70, 0, mid >> 8, mid & 0xFF))
 
 
+def _exempt(resp):
+    # PROFILE sec. 4: a refusal with AS Request Creation Hints (4.00/4.01/
+    # 4.03 with Content-Format 19) is sent whatever its size.
+    return resp.code in _HINT_CODES and resp.content_format == _CF_ACE_CBOR
+
+
 def _hashable(peer):
     return bytes(peer) if isinstance(peer, (bytearray, memoryview)) else peer
 
@@ -460,15 +466,14 @@ class CoapServer:
             full = None
             resp = Response(m.INTERNAL_SERVER_ERROR)
             out = self._fill(msg, resp)
-        if limit is None or exchange.verified or len(out) <= limit:
+        if limit is None or exchange.verified or len(out) <= limit or _exempt(resp):
             return out
         return self._bounded(msg, resp, limit, full, num, szx)
 
     def _bounded(self, msg, resp, limit, full, num, szx):
         """PROFILE sec. 4 v2: `resp` serialized in `msg` exceeds `limit`
-        bytes (the request came from an unverified address). In order:
-        - a refusal with AS Request Creation Hints (4.00/4.01/4.03 with
-          Content-Format 19) is exempt and sent as it is;
+        bytes (the request came from an unverified address) and is not
+        exempt (`_exempt`). In order:
         - a 2.05 to a GET (`full`) is sent as the Block2 block holding the
           offset asked for (block `num` of size SZX `szx`), at the largest
           SZX whose block fits, the block number scaled to it (RFC 7959
@@ -476,8 +481,6 @@ class CoapServer:
           fits, 5.03 with nothing else;
         - any other response loses its payload (a diagnostic or the body of
           a 2.xx that acted), and if it still does not fit, its options."""
-        if resp.code in _HINT_CODES and resp.content_format == _CF_ACE_CBOR:
-            return self._fill(msg, resp)
         if full is not None:
             body = full.payload
             offset = num << (4 + szx)

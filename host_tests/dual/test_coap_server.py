@@ -194,12 +194,28 @@ def test_profile_options_follow_the_same_rules():
         assert r.code == m.CHANGED, opts
 
 
-# RFC 7252 sec. 5.10 table (C column), RFC 7641 (Observe), RFC 7959 (Block2,
-# Size2) and PROFILE sec. 4 (Bearer, PoP): stated here, not derived from the
-# numbers, so the table below checks the odd/even rule too.
-CRITICAL = (m.URI_HOST, m.URI_PORT, m.URI_PATH, m.URI_QUERY, m.ACCEPT, m.BLOCK2, m.PROXY_URI,
-            m.PROXY_SCHEME, m.BEARER, m.POP)
-ELECTIVE = (m.ETAG, m.OBSERVE, m.CONTENT_FORMAT, m.MAX_AGE, m.SIZE2, m.SIZE1)
+# RFC 7252 sec. 5.10 table, RFC 7641 sec. 2 (Observe), RFC 7959 sec. 2.1 and
+# 4 (Block2, Size2), PROFILE sec. 4 (Bearer, PoP): number -> (min length,
+# max length, repeatable, critical), stated here rather than taken from the
+# code, so the code's table and the odd/even rule are both checked.
+RFC_OPTIONS = {
+    m.URI_HOST: (1, 255, False, True),
+    m.ETAG: (1, 8, True, False),
+    m.OBSERVE: (0, 3, False, False),
+    m.URI_PORT: (0, 2, False, True),
+    m.URI_PATH: (0, 255, True, True),
+    m.CONTENT_FORMAT: (0, 2, False, False),
+    m.MAX_AGE: (0, 4, False, False),
+    m.URI_QUERY: (0, 255, True, True),
+    m.ACCEPT: (0, 2, False, True),
+    m.BLOCK2: (0, 3, False, True),
+    m.SIZE2: (0, 4, False, False),
+    m.PROXY_URI: (1, 1034, False, True),
+    m.PROXY_SCHEME: (1, 255, False, True),
+    m.SIZE1: (0, 4, False, False),
+    m.BEARER: (0, 1024, False, True),
+    m.POP: (0, 255, False, True),
+}
 
 
 class Recorder(Site):
@@ -217,28 +233,28 @@ class Recorder(Site):
 def option_rule_cases():
     """(option, values, accepted) for every option the core recognizes:
     length min-1 (if min > 0), min, max, max+1, and repeated."""
-    rules = dict(_RULES)
-    rules.update(PROFILE_OPTIONS)
     cases = []
-    for num in sorted(rules):
-        lo, hi, repeatable = rules[num]
+    for num in sorted(RFC_OPTIONS):
+        lo, hi, repeatable, _ = RFC_OPTIONS[num]
         if lo:
             cases.append((num, (bytes(lo - 1),), False))
         cases.append((num, (bytes(lo),), True))
         cases.append((num, (bytes(hi),), True))
         cases.append((num, (bytes(hi + 1),), False))
         cases.append((num, (bytes(lo), b"\x00" * max(lo, 1)), repeatable))
-    return rules, cases
+    return cases
 
 
 def test_option_rules_table_complete():
     # PROFILE sec. 4: out of its length range or repeated when it may not
     # be is an unrecognized option: 4.02 if critical (sec. 5.4.1), silently
     # ignored and unseen by the resource if elective.
-    rules, cases = option_rule_cases()
-    assert sorted(rules) == sorted(CRITICAL + ELECTIVE)
+    rules = dict(_RULES)
+    rules.update(PROFILE_OPTIONS)
+    assert rules == dict((k, v[:3]) for k, v in RFC_OPTIONS.items())
     for num in rules:
-        assert m.is_critical(num) == (num in CRITICAL), num
+        assert m.is_critical(num) == RFC_OPTIONS[num][3], num
+    cases = option_rule_cases()
     assert len(cases) == 5 * len(rules) - sum(1 for r in rules.values() if r[0] == 0)
     for num, values, accepted in cases:
         site = Recorder()
@@ -252,7 +268,7 @@ def test_option_rules_table_complete():
         elif accepted:
             assert r.code == m.CHANGED, what
             assert site.seen[0].get_all(num) == list(values), what
-        elif num in CRITICAL:
+        elif RFC_OPTIONS[num][3]:
             assert r.code == m.BAD_OPTION, what
             assert r.payload == b"unrecognized option %d" % num, what
             assert not site.seen, what
