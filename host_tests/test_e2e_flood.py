@@ -10,11 +10,13 @@ cnonce), then a proof-only request naming its stored token (2.04); after a
 refusal it uploads its token again (RFC 9200: a client answers
 invalid_token by posting its token) and proves with the 2.01's cnonce.
 
-Meanwhile the attacker, 127.0.0.2 (Linux loopback answers from any 127/8
-source), floods in rounds, as fast as the lock answers it (in the first
-half of the flood without (c) and the junk options of (d), which the
+Meanwhile the attacker, from 127.0.0.2 (Linux loopback answers from any
+127/8 source), floods in rounds, as fast as the lock answers it (in the
+first half of the flood without (c) and the junk options of (d), which the
 lockout counts, so that the uploads of (b) get through a lockout that
-would stop everything else):
+would stop everything else). Locked out (4.29), it moves on to the next of
+60 addresses (127.0.0.2, .4, ... as one would forge on plain CoAP), so
+the lockout table fills and the addresses beyond it share one budget:
   (a) nonces: token-less requests, each a 4.01 with a fresh cnonce;
   (b) tokens: valid tokens of other users sniffed on the air (the other
       phones' and more), sent inline in the Bearer option without a proof,
@@ -55,6 +57,7 @@ from trust import reasons
 VICTIM_HOST = "127.0.0.1"
 ATTACKER_HOST = "127.0.0.2"
 ADMIN_HOST = "127.0.0.3"
+ATTACKER_HOSTS = [ATTACKER_HOST] + ["127.0.0.%d" % i for i in range(4, 63)]
 CF_CWT = b"\x3d"  # Content-Format 61, application/cwt
 FLOOD_S = 15.0
 SNIFFED = 6  # tokens of other users the lock does not store, besides the other phones'
@@ -99,7 +102,25 @@ class Attacker(threading.Thread):
             self.counts[(kind, "timeout")] += 1
             return None
         self.counts[(kind, code_str(resp.code))] += 1
+        if resp.code == cm.TOO_MANY_REQUESTS:
+            self.locked_out = True
         return resp
+
+    def _connect(self):
+        self.c = RawClient(self.lock.port, self.host)
+        self.c.s.settimeout(1.0)
+        self.g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.g.bind((self.host, 0))
+        self.g.setblocking(False)
+        self.locked_out = False
+
+    def _next_address(self):
+        # Locked out: go on from the next address (cycling through the pool).
+        self.c.close()
+        self.g.close()
+        self.addresses += 1
+        self.host = ATTACKER_HOSTS[self.addresses % len(ATTACKER_HOSTS)]
+        self._connect()
 
     def _datagrams(self, junk):
         r, g = self.rnd, self.g
@@ -131,11 +152,8 @@ class Attacker(threading.Thread):
             pass
 
     def run(self):
-        self.c = RawClient(self.lock.port, self.host)
-        self.c.s.settimeout(1.0)
-        self.g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.g.bind((self.host, 0))
-        self.g.setblocking(False)
+        self.addresses = 0
+        self._connect()
         t0 = time.time()
         try:
             i = 0
@@ -160,6 +178,8 @@ class Attacker(threading.Thread):
                 self._datagrams(loud)
                 i += 1
                 self.rounds = i
+                if self.locked_out:
+                    self._next_address()
         except Exception as e:  # reported by the caller
             self.error = repr(e)
         finally:
@@ -308,6 +328,11 @@ class Flood:
             self.setup = self.victim.unlocks
             self.victim.unlocks = []
             others = other_phones(self.lock, max(0, store - 2))
+            # The admin has used the lock before (a peer in good standing):
+            # the attacker's many addresses share one budget, which holds
+            # newcomers up while the flood lasts, not peers that proved
+            # themselves (firmware/lock/lockout.py).
+            read_log(self.lock)
             if flood:
                 self.attacker = Attacker(self.lock, others, quiet_s=seconds / 2)
         except BaseException:
@@ -355,7 +380,7 @@ class Flood:
             "setup_grants": len([u for u in self.setup if u[1] == "2.04"]),
             "others": v.others,
             "victim_token": v.tid.hex(),
-            "attacker": {"rounds": a.rounds if a else 0, "error": a.error if a else None,
+            "attacker": {"rounds": a.rounds if a else 0, "addresses": (a.addresses + 1) if a else 0, "error": a.error if a else None,
                          "counts": sorted("%s %s %d" % (k[0], k[1], n) for k, n in a.counts.items()) if a else []},
             # per record: seq, permission, token id (hex), granted, reason
             "log": [[r[0], r[5], r[7].hex() if r[7] else None, bool(r[8]), r[9]] for r in records],
@@ -375,8 +400,9 @@ def victim_denials(out):
 def describe(out):
     """The figures of a run, a few lines (assertion messages, reports)."""
     g = granted(out)
-    lines = ["run %.1f s: victim %d unlocks during the flood, %d granted; attacker %d rounds"
-             % (out["elapsed_s"], len(out["unlocks"]), len(g), out["attacker"]["rounds"])]
+    lines = ["run %.1f s: victim %d unlocks during the flood, %d granted; attacker %d rounds from %d addresses"
+             % (out["elapsed_s"], len(out["unlocks"]), len(g), out["attacker"]["rounds"],
+                out["attacker"].get("addresses", 1))]
     lat = [u[3] for u in g]
     whole = [u[4] for u in g]
     if lat:

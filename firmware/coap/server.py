@@ -436,9 +436,10 @@ class CoapServer:
         else:
             try:
                 resp = self._dispatch(req, exchange)
-                if req.code == m.GET:
-                    if resp.code == m.CONTENT:
-                        full = resp
+                if req.code == m.GET and resp.code == m.CONTENT:
+                    # RFC 7959 2.2: Block2 cuts a representation; a refusal
+                    # (a 4.01 to a later block) goes out as itself.
+                    full = resp
                     block2 = req.get(m.BLOCK2)
                     if block2 is not None:
                         v = decode_uint(block2)

@@ -4,6 +4,9 @@ Boots locked, relocks by itself `relock_ms` after an unlock, refuses to
 move while a fault is latched. Boards subclass it and implement `_drive`
 (and optionally `_sense`); the simulator's SimActuator records what it did.
 """
+from micropython import const
+
+_HISTORY = const(16)
 
 
 class ActuatorFault(Exception):
@@ -37,8 +40,13 @@ class Actuator:
 
     # -------------------------------------------------------------------
     def _event(self, what, why):
+        # Told after the move; a report that fails (no heap for the line)
+        # must not undo or stop what the door did.
         if self.on_event:
-            self.on_event(what, why)
+            try:
+                self.on_event(what, why)
+            except Exception:
+                pass
 
     def set_fault(self, why):
         self.fault = why
@@ -100,10 +108,16 @@ class SimActuator(Actuator):
         Actuator.__init__(self, now_ms, relock_ms, on_event)
 
     def _drive(self, locked):
-        self.history.append("lock" if locked else "unlock")
+        self._note("lock" if locked else "unlock")
+
+    def _note(self, what):
+        # The last _HISTORY moves: a lock runs for months.
+        self.history.append(what)
+        if len(self.history) > _HISTORY:
+            del self.history[0]
 
     def _sense(self):
         return self.sensor
 
     def _pulse(self, channel, ms):
-        self.history.append("pulse:" + channel)
+        self._note("pulse:" + channel)

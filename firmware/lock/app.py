@@ -5,6 +5,7 @@ The board creates sockets (and later the BLE radio) and passes them to
 `LockApp.run`; nothing here opens a socket or touches a pin.
 """
 import asyncio
+import gc
 import os
 
 from coap import message as m
@@ -111,8 +112,14 @@ class LockApp:
         while True:
             # Reading the uptime here keeps it right through idle weeks
             # (ticks_diff is only good for readings < 2**29 ms apart).
-            self.clock.uptime_ms()
-            self.actuator.poll()
+            try:
+                self.clock.uptime_ms()
+                self.actuator.poll()
+            except Exception as e:
+                # The relock must outlive anything (a MemoryError on a
+                # flooded heap): say so, make room, try again next period.
+                gc.collect()
+                self._error(e)
             await asyncio.sleep_ms(period_ms)
 
     async def run(self, endpoints):

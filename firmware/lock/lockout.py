@@ -7,8 +7,12 @@ also the per-peer budget of signature checks (PROFILE sec. 4 v2). The
 table is bounded; when full, the entry idle the longest is forgotten (never
 one that is locked out, until its penalty ends); when every entry is locked
 out, the peers left outside share one entry, so a flood from many addresses
-still gets one budget rather than none.
+still gets one budget rather than none; the last 8 peers that proved
+possession are not held to that shared entry.
 """
+from micropython import const
+
+_GOOD = const(8)
 
 
 class Lockout:
@@ -21,6 +25,9 @@ class Lockout:
         # Peers that find the table full of locked-out peers share one entry:
         # many addresses at once still get one budget, not an unlimited one.
         self.overflow = None
+        # The last peers that proved possession keep their own standing:
+        # strangers filling the table cannot lock them out with the overflow.
+        self.good = []
 
     def _full(self, now_ms):
         """True if the table has no room: every entry locked out."""
@@ -33,7 +40,7 @@ class Lockout:
     def remaining_s(self, peer, now_ms):
         """Seconds the peer stays locked out, 0 if it may proceed."""
         e = self.peers.get(peer)
-        if e is None and self.overflow is not None and self._full(now_ms):
+        if e is None and self.overflow is not None and peer not in self.good and self._full(now_ms):
             e = self.overflow
         if e is None or e[2] == 0:
             return 0
@@ -72,5 +79,11 @@ class Lockout:
             e[2] = now_ms + self.penalty_ms
 
     def success(self, peer):
+        """The peer proved possession of a token's key."""
         if peer in self.peers and self.peers[peer][2] == 0:
             del self.peers[peer]
+        if peer in self.good:
+            self.good.remove(peer)
+        elif len(self.good) >= _GOOD:
+            self.good.pop(0)
+        self.good.append(peer)

@@ -284,3 +284,25 @@ def test_locked_out_requests_are_summarized_too():
     for _ in range(300):
         assert az.decide("unlock", "coap", "p", bearer=b"\x11" * 32).reason == reasons.LOCKED_OUT
     assert [r[7] for r in log.rows] == [reasons.TOKEN_UNKNOWN] * 5 + [reasons.LOCKED_OUT]
+
+
+def test_actuator_history_bounded_and_events_cannot_stop_a_move():
+    t = [0]
+
+    def bad_event(what, why):
+        raise MemoryError
+
+    a = SimActuator(lambda: t[0], 1000, bad_event)
+    for _ in range(100):
+        a.unlock()
+        a.lock()
+    assert len(a.history) <= 16 and a.state() == "locked" and a.moves == 200
+
+
+def test_lockout_overflow_never_holds_a_peer_in_good_standing():
+    lo = Lockout(max_failures=2, window_s=60, penalty_s=10, capacity=2)
+    lo.success("phone")
+    for p in ("a", "b", "c", "d"):
+        lo.failure(p, 0, 2)
+    assert lo.remaining_s("e", 1) == 10          # strangers share the spent budget
+    assert lo.remaining_s("phone", 1) == 0       # the phone that proved itself does not
