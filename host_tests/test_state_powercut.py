@@ -26,9 +26,9 @@ from mp import BOARD_UNIX, ROOT, micropython_exe
 SCRIPT = os.path.join(ROOT, "host_tests", "apps", "state_powercut.py")
 DEVICE = "lock-1"
 WALL = 1700000000           # the recorded run's wall clock at boot (it advances 1 s a step)
-# Checked cut points, at most: every one of the run (about 470, ~20 s) fits
-# today; a longer run is subsampled evenly, the first save and the first
-# revocation always cut at every flash operation.
+# Checked cut points, at most (~30 ms each): the run has about 620 flash
+# operations today, so a few are skipped, evenly; every operation of the
+# first save and of the first revocation is always cut.
 MAX_CUTS = 600
 
 
@@ -53,6 +53,7 @@ def _plan(max_cuts, seed, mutant=None):
         tokens[name] = {"raw": raw.hex(), "id": ch.token_id(raw).hex(), "cti": c[7].hex(),
                         "iss": iss, "seq": seq, "exi": c.get(40)}
 
+    mint("ADM", "as-a", scope="admin")
     mint("A", "as-a")
     mint("B", "as-a")
     mint("C", "as-b")
@@ -68,6 +69,7 @@ def _plan(max_cuts, seed, mutant=None):
     mint("F3", "as-b", 3, exi=15)
     mint("X", "as-a", 100)              # issued after the floors the replay's AS gives
     steps = [
+        ["upload", "ADM", True],
         ["upload", "A", True], ["unlock", "A", True],
         ["upload", "E1", True], ["unlock", "E1", True],
         ["upload", "B", True], ["unlock", "B", True],
@@ -98,7 +100,7 @@ def _plan(max_cuts, seed, mutant=None):
         "lockout": {"max_failures": 100000},
     }
     plan = {"cfg": cfg, "wall": WALL, "tokens": tokens, "steps": steps, "max_cuts": max_cuts,
-            "seed": seed, "fresh": "X", "as_floors": {"as-a": 99, "as-b": 99}, "mutant": mutant}
+            "seed": seed, "admin": "ADM", "fresh": "X", "as_floors": {"as-a": 99, "as-b": 99}, "mutant": mutant}
     return plan, clients
 
 

@@ -12,6 +12,7 @@ sequence number) and a workload: steps
   ["unlock", name, granted?]           proof of possession for a stored token
   ["inline", name, granted?]           the token in the Bearer option, with proof
   ["revoke", {"ids": [names], "ctis": [names], "exi": {issuer: n}}, acked?]
+                                       POST /revoke: the admin's proof, then the revocation
 A proof needs the client's key, which stays in the test: the app prints
 "SIGN <token name> <challenge hex>" and reads the signature (hex) from stdin.
 
@@ -159,6 +160,7 @@ class _Plan:
         self.max_cuts = d.get("max_cuts", 0)
         self.seed = d.get("seed", 1)
         _MUTANT[0] = d.get("mutant")
+        self.admin = d["admin"]          # a name: the admin token a revocation is posted with
         self.fresh = d["fresh"]          # a name: exi token above every floor the AS gives
         self.as_floors = d["as_floors"]  # {issuer: highest exi number issued} (without `fresh`)
         self.tok = {}
@@ -229,6 +231,14 @@ def record(plan):
             if ok:
                 act.unlock()
         elif kind == "revoke":
+            # POST /revoke as the resource serves it: the admin's proof of
+            # possession, a logged decision, then the revocation.
+            nonce = authz.nonce(_PEER)
+            adm = plan.tok[plan.admin]
+            proof = cbor.encode([nonce, _sign(plan.admin, pop.challenge(dev_id, nonce, "admin", adm["id"]))])
+            d = authz.decide("admin", "coap", _PEER, None, proof)
+            if not d.granted:
+                print("FAIL record step %d: admin refused: %s" % (i, reasons.name(d.reason)))
             try:
                 authz.revoke([plan.tok[n]["id"] for n in arg.get("ids", ())],
                              [plan.tok[n]["cti"] for n in arg.get("ctis", ())], arg.get("exi"))
