@@ -108,22 +108,17 @@ async def _act(lock, tok, key, action, **kw):
 
 
 LOG_PAGE = 6   # records per GET /log reply (firmware/lock/resources.py)
-PAD = 130      # bytes of payload on a GET /log (~240-byte datagram): see _log
 
 
 def _log(lock, admin, admin_key):
     """Every unacknowledged record, page by page (GET /log?after=N), read
     by proof of possession of the stored admin token: the nonce from the
-    4.01's hints, then the GET with the proof. On plain CoAP the lock
-    answers an unverified address with at most 3x the request's datagram
-    (PROFILE sec. 4 v2), so the GET carries a padding payload that lets a
-    whole page come back in one datagram (no Block2, whose blocks would
-    each need a proof of their own, and would not fit together at the end
-    of the log, which grows by each request). The padded GET stays under
-    the 256 bytes the lock still receives when its heap has no room for a
-    full datagram (coap/udp.py: a larger one is answered 4.13). Each
-    request is itself logged before it is answered, so a page is never
-    empty: a short page is the last."""
+    4.01's hints, then the GET with the proof. A PoP grant marks the
+    address verified, so the page comes whole, not cut to 3x the request
+    (PROFILE sec. 4 v2); a Block2 answer here would need a proof per block
+    and could not be put together at the end of the log, which grows by
+    each request. Each request is itself logged before it is answered, so
+    a page is never empty: a short page is the last."""
     c = RawClient(lock.port)
     tid = ch.token_id(admin)
     recs = []
@@ -131,17 +126,10 @@ def _log(lock, admin, admin_key):
     try:
         while True:
             q = [(cm.URI_QUERY, b"after=%d" % after)]
-            for _ in range(3):
-                resp, _ = c.request(cm.GET, "log", q)
-                assert resp.code == cm.UNAUTHORIZED, (resp.code, lock.output())
-                proof = ch.pop_proof(admin_key, lock.device_id, cbor2.loads(resp.payload)[39], "admin", tid)
-                resp, _ = c.request(cm.GET, "log", q + [(cm.POP, proof)], payload=bytes(PAD))
-                # On the 56 KiB heap about one GET /log in 200-300 fails
-                # with a MemoryError (5.00/5.03, "allocating ~420 bytes"
-                # with ~20 KB free: fragmentation); these tests are about
-                # what the log holds, so the page is asked for again.
-                if resp.code not in (cm.INTERNAL_SERVER_ERROR, cm.SERVICE_UNAVAILABLE):
-                    break
+            resp, _ = c.request(cm.GET, "log", q)
+            assert resp.code == cm.UNAUTHORIZED, (resp.code, lock.output())
+            proof = ch.pop_proof(admin_key, lock.device_id, cbor2.loads(resp.payload)[39], "admin", tid)
+            resp, _ = c.request(cm.GET, "log", q + [(cm.POP, proof)])
             assert resp.code == cm.CONTENT, (resp.code, bytes(resp.payload), lock.output())
             assert not [o for o in resp.options if o[0] == cm.BLOCK2], resp.options
             page = cbor2.loads(resp.payload)["records"]
