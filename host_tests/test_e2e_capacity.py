@@ -26,7 +26,10 @@ def _request(lock, host, *args):
 
 
 def test_all_tables_full_and_the_lock_still_serves(tmp_path):
-    lock = SimLock(tmp_path, relock_ms=300)
+    # The lockout table as large as the spent-nonce set, so each of the
+    # peers that fill the one gets its own entry in the other (beyond the
+    # table, strangers would share one budget and be held up by it).
+    lock = SimLock(tmp_path, relock_ms=300, config={"lockout": {"capacity": 16}})
     try:
         cfg = config.load(lock.bundle + "/lock.json")
         peer = iter("127.0.%d.%d" % (i // 200, 2 + i % 200) for i in range(1000))

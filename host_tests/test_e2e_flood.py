@@ -167,8 +167,9 @@ class Attacker(threading.Thread):
                 nonce = None
                 if resp is not None and resp.code == cm.UNAUTHORIZED and resp.payload:
                     nonce = cbor2.loads(resp.payload).get(39)
-                # (c) signatures: proof only, the attacker's own nonce, a bad signature
-                if nonce and loud:
+                # (c) signatures: proof only, the attacker's own nonce, a bad
+                # signature (while quiet, from every fourth address only)
+                if nonce and (loud or self.addresses % 4 == 0):
                     self._req("signature", cm.POST, "lock/lock", [(cm.POP, cbor2.dumps([nonce, os.urandom(64)]))])
                 # (b) tokens: a sniffed one inline without a proof, then uploaded
                 tok = self.sniffed[i % len(self.sniffed)]
@@ -203,6 +204,7 @@ class Victim:
         self.c.s.settimeout(ACK_TIMEOUT_S)
         self.pause_s = pause_s
         self.need_upload = True
+        self.inline = False
         self.t0 = time.perf_counter()
         self.unlocks = []
         self.others = []
@@ -215,27 +217,36 @@ class Victim:
 
     def unlock(self):
         t = time.perf_counter()
+        step = None
         if self.need_upload:
             resp, _ = self._request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)], self.tok)
             step, want = "upload", cm.CREATED
-        else:
+            if resp is not None and resp.code == cm.SERVICE_UNAVAILABLE:
+                # No room in the store now (store_full): the token inline,
+                # as lockctl does, until a refusal says to upload again.
+                self.inline = True
+                step = None
+        if step is None:
             resp, _ = self._request(cm.POST, "lock/unlock")
             step, want = "hints", cm.UNAUTHORIZED
         if resp is None or resp.code != want or not resp.payload:
             self.others.append((t - self.t0, step, code_str(resp.code if resp else None)))
             self.need_upload = True
+            self.inline = False
             time.sleep(0.2)  # not a busy loop while refused
             return False
         self.need_upload = False
         nonce = cbor2.loads(resp.payload)[39]
         proof = ch.pop_proof(self.key, self.lock.device_id, nonce, "unlock", self.tid)
-        resp, dt = self._request(cm.POST, "lock/unlock", [(cm.POP, proof)])
+        opts = [(cm.BEARER, self.tok), (cm.POP, proof)] if self.inline else [(cm.POP, proof)]
+        resp, dt = self._request(cm.POST, "lock/unlock", opts)
         code = resp.code if resp else None
         err = resp.get(cm.ERROR) if resp else None
         self.unlocks.append((t - self.t0, code_str(code), cm.decode_uint(err) if err is not None else None,
                              dt * 1000 if dt is not None else None, (time.perf_counter() - t) * 1000))
         if code != cm.CHANGED:
             self.need_upload = True
+            self.inline = False
         return code == cm.CHANGED
 
     def run(self, seconds):
@@ -268,16 +279,21 @@ def other_phones(lock, n):
     return toks
 
 
-def read_log(lock, host=ADMIN_HOST, deadline_s=30.0, retries=100):
+def read_log(lock, host=ADMIN_HOST, deadline_s=30.0, retries=100, admin=None):
     """Every record of the lock's decision log, through GET /log with an
     admin token inline (for each page a hints request, then the token and
     a proof). Returns (records, the last page's body without its records,
     the codes of the pages refused and asked again). Inline rather than
     uploaded: the store may have no room for a new token right after a
     flood, and a request from an unverified address gets at most 3 times
-    its size back (PROFILE sec. 4): a page needs the room the token makes."""
-    key = ch.gen_key()
-    tok = lock.token(key, {9: "admin"})
+    its size back (PROFILE sec. 4): a page needs the room the token makes.
+    `admin`: (key, token) of an admin whose token the lock stores: proofs
+    alone then, the token inline only if the lock no longer has it."""
+    key, tok = admin or (None, None)
+    inline = admin is None
+    if key is None:
+        key = ch.gen_key()
+        tok = lock.token(key, {9: "admin"})
     tid = ch.token_id(tok)
     c = RawClient(lock.port, host)
     c.s.settimeout(ACK_TIMEOUT_S)
@@ -290,8 +306,13 @@ def read_log(lock, host=ADMIN_HOST, deadline_s=30.0, retries=100):
             assert resp.code == cm.UNAUTHORIZED, "log hints: %s" % code_str(resp.code)
             nonce = cbor2.loads(resp.payload)[39]
             proof = ch.pop_proof(key, lock.device_id, nonce, "admin", tid)
-            resp, _ = c.request(cm.GET, "log", [(cm.URI_QUERY, b"after=%d" % after), (cm.BEARER, tok),
-                                                (cm.POP, proof)], retransmit=MAX_RETRANSMIT)
+            opts = [(cm.URI_QUERY, b"after=%d" % after), (cm.POP, proof)]
+            if inline:
+                opts.insert(1, (cm.BEARER, tok))
+            resp, _ = c.request(cm.GET, "log", opts, retransmit=MAX_RETRANSMIT)
+            if resp.code == cm.UNAUTHORIZED and not inline:
+                inline = True  # no longer stored: inline from now on
+                continue
             if resp.code == cm.CONTENT:
                 assert cm.BLOCK2 not in [o[0] for o in resp.options], "a partial page"
                 body = cbor2.loads(resp.payload)
@@ -327,12 +348,22 @@ class Flood:
             assert self.victim.unlock(), self.lock.output()
             self.setup = self.victim.unlocks
             self.victim.unlocks = []
-            others = other_phones(self.lock, max(0, store - 2))
-            # The admin has used the lock before (a peer in good standing):
-            # the attacker's many addresses share one budget, which holds
-            # newcomers up while the flood lasts, not peers that proved
-            # themselves (firmware/lock/lockout.py).
-            read_log(self.lock)
+            # Used tokens hold all the store's slots but one (the victim's,
+            # the admin's below, other phones'); the last is for uploads.
+            others = other_phones(self.lock, max(0, store - 3))
+            # The admin has used the lock before (a peer in good standing,
+            # its token stored): the attacker's many addresses share one
+            # budget, which holds newcomers up while the flood lasts, not
+            # peers that proved themselves (firmware/lock/lockout.py).
+            key = ch.gen_key()
+            self.admin = (key, self.lock.token(key, {9: "admin"}))
+            c = RawClient(self.lock.port, ADMIN_HOST)
+            try:
+                resp, _ = c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)], self.admin[1])
+                assert resp.code == cm.CREATED, self.lock.output()
+            finally:
+                c.close()
+            read_log(self.lock, admin=self.admin)
             if flood:
                 self.attacker = Attacker(self.lock, others, quiet_s=seconds / 2)
         except BaseException:
@@ -359,7 +390,7 @@ class Flood:
             flood_unlocks = v.unlocks
             v.unlocks = []
             after = v.unlock() if alive else False
-            records, tail, refused = read_log(lock) if alive and read else ([], {}, [])
+            records, tail, refused = read_log(lock, admin=self.admin) if alive and read else ([], {}, [])
             flood_s = time.time() - t0
             alive = alive and lock.alive()
             v.unlocks = flood_unlocks

@@ -107,7 +107,7 @@ async def _act(lock, tok, key, action, **kw):
         return await p.act(action, **kw)
 
 
-LOG_PAGE = 6   # records per GET /log reply (firmware/lock/resources.py)
+LOG_PAGE = 4   # records per GET /log reply (firmware/lock/resources.py)
 
 
 def _log(lock, admin, admin_key):

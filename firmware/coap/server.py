@@ -414,10 +414,16 @@ class CoapServer:
                 return None
             return out
         out = self._answer(req, Exchange(peer, transport, session, req, verified), limit)
-        if mtype == m.CON:
-            self._dedup.put(key, out, now + EXCHANGE_LIFETIME_MS, len(data))
-        else:
-            self._dedup.put(key, None, now + NON_LIFETIME_MS)
+        # Sec. 4.5 may be relaxed for requests handled in an idempotent
+        # fashion: only a success (2.xx: something acted) is kept, so a
+        # duplicate cannot act twice. A refusal acted on nothing, and
+        # answering its duplicate afresh is harmless; so floods of refused
+        # requests take no room here (nor, in fragments, on the heap).
+        if out is not None and out[1] >> 5 == 2:
+            if mtype == m.CON:
+                self._dedup.put(key, out, now + EXCHANGE_LIFETIME_MS, len(data))
+            else:
+                self._dedup.put(key, None, now + NON_LIFETIME_MS)
         return out
 
     def _answer(self, req, exchange, limit):

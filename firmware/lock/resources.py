@@ -13,7 +13,7 @@ from trust import cbor, reasons
 CF_ACE_CBOR = const(19)   # application/ace+cbor (RFC 9200 8.16)
 CF_CBOR = const(60)
 CF_CWT = const(61)
-_LOG_PAGE = const(6)      # records per GET /log reply: fits one datagram
+_LOG_PAGE = const(4)      # records per GET /log reply: one datagram, small on a full heap
 _HINT_AS = const(1)
 _HINT_AUDIENCE = const(5)
 _HINT_CNONCE = const(39)

@@ -313,6 +313,19 @@ def test_duplicate_con_same_bytes_handler_once():
     assert counter.count == 5 and parse(fourth).payload == b"5"
 
 
+def test_only_successes_take_room_in_the_duplicate_table():
+    # RFC 7252 4.5 relaxed for what is handled idempotently: a refusal acted
+    # on nothing, so a flood of refused requests leaves the table (and the
+    # heap) alone, and a phone's success stays deduplicated.
+    server, counter, clock, _ = make()
+    ok = req("counter", code=m.POST, mid=7)
+    server.handle(ok, PEER)
+    for i in range(200):
+        server.handle(req("nothing-here", code=m.POST, mid=1000 + i), (("10.0.%d.%d" % (i // 250, i % 250)), 5683))
+    assert len(server._dedup) == 1
+    assert server.handle(ok, PEER) is not None and counter.count == 1
+
+
 def test_duplicate_con_with_bytes_peer():
     # The unix port reports the peer as a sockaddr bytes object.
     server, counter, _, _ = make()
