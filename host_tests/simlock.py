@@ -172,3 +172,30 @@ def unlock_flow(lock, client_key, tok, c):
     proof = ch.pop_proof(client_key, lock.device_id, nonce, "unlock", ch.token_id(tok))
     resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
     return resp.code
+
+
+# The phone of lockctl (aiocoap) against a SimLock: one call, one exchange.
+def phone(lock, tok, key):
+    from lockctl.client import Phone
+    return Phone("127.0.0.1", lock.port, lock.device_id, tok, key)
+
+
+async def upload(lock, tok, key):
+    """POST /authz-info with `tok`; the Outcome."""
+    async with phone(lock, tok, key) as p:
+        return await p.upload()
+
+
+async def act(lock, tok, key, action, **kw):
+    """Use a token the lock already stores: challenge, proof, retry."""
+    async with phone(lock, tok, key) as p:
+        return await p.act(action, **kw)
+
+
+async def upload_and(lock, tok, key, action, **kw):
+    """Upload `tok`, then `action` with it (the upload's Outcome if refused)."""
+    async with phone(lock, tok, key) as p:
+        up = await p.upload()
+        if not up.ok:
+            return up
+        return await p.act(action, **kw)

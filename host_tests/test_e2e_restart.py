@@ -7,35 +7,11 @@ import time
 import cbor2
 
 from lockctl import cose_host as ch
-from lockctl.client import Phone
-from simlock import SimLock
-
-
-def _phone(lock, tok, key):
-    return Phone("127.0.0.1", lock.port, lock.device_id, tok, key)
-
-
-async def _upload_and(lock, tok, key, action, **kw):
-    async with _phone(lock, tok, key) as p:
-        up = await p.upload()
-        if not up.ok:
-            return up
-        return await p.act(action, **kw)
-
-
-async def _act(lock, tok, key, action, **kw):
-    """Use a token the lock already stores: challenge, proof, retry."""
-    async with _phone(lock, tok, key) as p:
-        return await p.act(action, **kw)
-
-
-async def _upload(lock, tok, key):
-    async with _phone(lock, tok, key) as p:
-        return await p.upload()
+from simlock import SimLock, act, upload, upload_and
 
 
 def _log(lock, admin_tok, admin_key, after=0):
-    out = asyncio.run(_act(lock, admin_tok, admin_key, "log", query=("after=%d" % after,)))
+    out = asyncio.run(act(lock, admin_tok, admin_key, "log", query=("after=%d" % after,)))
     assert out.code == "2.05", out.describe()
     return cbor2.loads(out.payload)
 
@@ -48,15 +24,15 @@ def test_restart_keeps_log_seq_replay_and_revocation(tmp_path):
         user = lock.token(user_key, {9: "unlock lock"})
         victim = lock.token(victim_key, {9: "unlock", 7: b"victim-cti"})
         short_exi = lock.token(exi_key, {4: None, 7: b"exi-cti", 40: 2, 9: "unlock"})
-        assert asyncio.run(_upload(lock, admin, admin_key)).code == "2.01"
-        assert asyncio.run(_upload_and(lock, user, user_key, "unlock")).code == "2.04"
-        assert asyncio.run(_upload_and(lock, victim, victim_key, "unlock")).code == "2.04"
-        assert asyncio.run(_upload_and(lock, short_exi, exi_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload(lock, admin, admin_key)).code == "2.01"
+        assert asyncio.run(upload_and(lock, user, user_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload_and(lock, victim, victim_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload_and(lock, short_exi, exi_key, "unlock")).code == "2.04"
         # Revoke the victim's token by cti, as an admin.
-        out = asyncio.run(_act(lock, admin, admin_key, "revoke",
+        out = asyncio.run(act(lock, admin, admin_key, "revoke",
                                payload=cbor2.dumps({"ctis": [b"victim-cti"]})))
         assert out.code == "2.04", out.describe()
-        assert asyncio.run(_upload_and(lock, victim, victim_key, "unlock")).code == "4.01"
+        assert asyncio.run(upload_and(lock, victim, victim_key, "unlock")).code == "4.01"
         before = _log(lock, admin, admin_key)
         seq_before = before["next_seq"]
         assert before["boot"] == 1 and seq_before > 5
@@ -72,12 +48,12 @@ def test_restart_keeps_log_seq_replay_and_revocation(tmp_path):
         seqs = [r[0] for r in recs]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         # Stored token restored: the user opens without uploading again.
-        assert asyncio.run(_act(lock, user, user_key, "unlock")).code == "2.04"
+        assert asyncio.run(act(lock, user, user_key, "unlock")).code == "2.04"
         # Revocation survived, for the stored and the re-posted token.
-        up = asyncio.run(_upload(lock, victim, victim_key))
+        up = asyncio.run(upload(lock, victim, victim_key))
         assert up.code == "4.01" and up.error == 1
         # exi replay state survived: the expired exi token stays refused.
-        up = asyncio.run(_upload(lock, short_exi, exi_key))
+        up = asyncio.run(upload(lock, short_exi, exi_key))
         assert up.code == "4.01" and up.error == 1
         # Records written after the restart carry the new boot counter.
         last = _log(lock, admin, admin_key, after["next_seq"] - 1)["records"]

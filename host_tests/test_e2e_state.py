@@ -23,9 +23,8 @@ import pytest
 
 from coap import message as cm
 from lockctl import cose_host as ch
-from lockctl.client import Phone
 from mp import run_mp
-from simlock import RawClient, SimLock
+from simlock import RawClient, SimLock, act, upload, upload_and
 
 STATE = "/flash/lock/state.cbor"
 HEAP = None  # the simulator default: the ESP32's 56 KiB
@@ -83,28 +82,6 @@ def _items(raw):
         at = f.tell()
         out.append((at, dec.decode()))
     return out
-
-
-def _phone(lock, tok, key):
-    return Phone("127.0.0.1", lock.port, lock.device_id, tok, key)
-
-
-async def _upload_and(lock, tok, key, action, **kw):
-    async with _phone(lock, tok, key) as p:
-        up = await p.upload()
-        if not up.ok:
-            return up
-        return await p.act(action, **kw)
-
-
-async def _upload(lock, tok, key):
-    async with _phone(lock, tok, key) as p:
-        return await p.upload()
-
-
-async def _act(lock, tok, key, action, **kw):
-    async with _phone(lock, tok, key) as p:
-        return await p.act(action, **kw)
 
 
 LOG_PAGE = 4   # records per GET /log reply (firmware/lock/resources.py)
@@ -169,14 +146,14 @@ def test_damaged_or_lost_state_fails_closed_until_the_as_floors(tmp_path, damage
         victim = lock.token(victim_key, {9: "unlock", 7: b"victim-cti"})
         exi1, exi2, exi3 = (_exi(lock, exi_key, n) for n in (1, 2, 3))
         assert lock.wait_for("state: missing", start=0)   # a fresh lock: boot 1
-        assert asyncio.run(_upload(lock, admin, admin_key)).code == "2.01"
-        assert asyncio.run(_upload_and(lock, user, user_key, "unlock")).code == "2.04"
-        assert asyncio.run(_upload_and(lock, exi1, exi_key, "unlock")).code == "2.04"
-        assert asyncio.run(_upload_and(lock, victim, victim_key, "unlock")).code == "2.04"
-        out = asyncio.run(_act(lock, admin, admin_key, "revoke",
+        assert asyncio.run(upload(lock, admin, admin_key)).code == "2.01"
+        assert asyncio.run(upload_and(lock, user, user_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload_and(lock, exi1, exi_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload_and(lock, victim, victim_key, "unlock")).code == "2.04"
+        out = asyncio.run(act(lock, admin, admin_key, "revoke",
                                payload=cbor2.dumps({"ctis": [b"victim-cti"]})))
         assert out.code == "2.04", out.describe()
-        assert _code(asyncio.run(_upload(lock, victim, victim_key))) == "4.01 e1"
+        assert _code(asyncio.run(upload(lock, victim, victim_key))) == "4.01 e1"
         lock.stop()
 
         before = _flash(tmp_path, lock, "dump")
@@ -200,36 +177,36 @@ def test_damaged_or_lost_state_fails_closed_until_the_as_floors(tmp_path, damage
         lock.wait_for("boot 2")
         if damage == "flip":
             # The revocation is read from the damaged file and kept.
-            assert _code(asyncio.run(_upload(lock, victim, victim_key))) == "4.01 e1"
+            assert _code(asyncio.run(upload(lock, victim, victim_key))) == "4.01 e1"
         # No stored token comes back: the user's is unknown by its id ...
         assert _by_id(lock, user) == cm.UNAUTHORIZED
         # ... and works again once uploaded (its exp needs no state).
-        assert asyncio.run(_upload_and(lock, user, user_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload_and(lock, user, user_key, "unlock")).code == "2.04"
         # exi tokens wait for the AS: the one already used and a new one.
-        assert _code(asyncio.run(_upload(lock, exi2, exi_key))) == "5.03"
-        assert _code(asyncio.run(_upload(lock, exi1, exi_key))) == "5.03"
+        assert _code(asyncio.run(upload(lock, exi2, exi_key))) == "5.03"
+        assert _code(asyncio.run(upload(lock, exi1, exi_key))) == "5.03"
         # The admin token is not stored any more either; uploaded again, it
         # gives the AS's floor (the highest exi number it issued: 2) and,
         # for a lost file, the revocations the AS holds.
         assert _by_id(lock, admin) == cm.UNAUTHORIZED
-        assert asyncio.run(_upload(lock, admin, admin_key)).code == "2.01"
+        assert asyncio.run(upload(lock, admin, admin_key)).code == "2.01"
         # A floor for an issuer the lock does not trust lifts nothing.
-        out = asyncio.run(_act(lock, admin, admin_key, "revoke",
+        out = asyncio.run(act(lock, admin, admin_key, "revoke",
                                payload=cbor2.dumps({"exi": {"https://other.example": 9}})))
         assert out.code == "2.04", out.describe()
-        assert _code(asyncio.run(_upload(lock, exi2, exi_key))) == "5.03"
+        assert _code(asyncio.run(upload(lock, exi2, exi_key))) == "5.03"
         body = {"exi": {lock.issuer: 2}}
         if damage == "delete":
             # The revocation went with the file (nothing of it is left to
             # read); the AS sends what it holds again with its floors.
             body["ctis"] = [b"victim-cti"]
-        out = asyncio.run(_act(lock, admin, admin_key, "revoke", payload=cbor2.dumps(body)))
+        out = asyncio.run(act(lock, admin, admin_key, "revoke", payload=cbor2.dumps(body)))
         assert out.code == "2.04", out.describe()
         # Above the floor: accepted; at or below it: refused (4.01).
-        assert asyncio.run(_upload_and(lock, exi3, exi_key, "unlock")).code == "2.04"
-        assert _code(asyncio.run(_upload(lock, exi2, exi_key))) == "4.01 e1"
-        assert _code(asyncio.run(_upload(lock, exi1, exi_key))) == "4.01 e1"
-        assert _code(asyncio.run(_upload(lock, victim, victim_key))) == "4.01 e1"
+        assert asyncio.run(upload_and(lock, exi3, exi_key, "unlock")).code == "2.04"
+        assert _code(asyncio.run(upload(lock, exi2, exi_key))) == "4.01 e1"
+        assert _code(asyncio.run(upload(lock, exi1, exi_key))) == "4.01 e1"
+        assert _code(asyncio.run(upload(lock, victim, victim_key))) == "4.01 e1"
 
         recs = [r for r in _log(lock, admin, admin_key) if r[2] == 2]
         # [seq, wall, boot, uptime_ms, transport, permission, sub, token_hash, granted, reason]
@@ -245,8 +222,8 @@ def test_damaged_or_lost_state_fails_closed_until_the_as_floors(tmp_path, damage
         # The next boot reads a good state again: no new STATE_DAMAGED record.
         lock.restart()
         lock.wait_for("state: ok")
-        assert _code(asyncio.run(_upload(lock, victim, victim_key))) == "4.01 e1"
-        assert asyncio.run(_upload(lock, admin, admin_key)).code in ("2.01",)
+        assert _code(asyncio.run(upload(lock, victim, victim_key))) == "4.01 e1"
+        assert asyncio.run(upload(lock, admin, admin_key)).code in ("2.01",)
         recs = [r for r in _log(lock, admin, admin_key) if r[2] == 3]
         assert not [r for r in recs if r[9] == STATE_DAMAGED], recs
         lock.stop()
@@ -271,13 +248,13 @@ def test_first_boot_without_state_is_not_damaged(tmp_path):
         lock.wait_for("state: missing")
         lock.wait_for("boot 1")
         assert "exi tokens blocked" not in lock.output()
-        assert asyncio.run(_upload_and(lock, _exi(lock, exi_key, 1), exi_key, "unlock")).code == "2.04"
-        assert asyncio.run(_upload(lock, admin, admin_key)).code == "2.01"
+        assert asyncio.run(upload_and(lock, _exi(lock, exi_key, 1), exi_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload(lock, admin, admin_key)).code == "2.01"
         recs = _log(lock, admin, admin_key)
         assert recs and not [r for r in recs if r[9] == STATE_DAMAGED], recs
         lock.restart()
         lock.wait_for("state: ok")
-        assert asyncio.run(_upload_and(lock, _exi(lock, exi_key, 2), exi_key, "unlock")).code == "2.04"
+        assert asyncio.run(upload_and(lock, _exi(lock, exi_key, 2), exi_key, "unlock")).code == "2.04"
         recs = _log(lock, admin, admin_key)
         assert not [r for r in recs if r[9] == STATE_DAMAGED], recs
     except BaseException:
