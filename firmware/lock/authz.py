@@ -9,7 +9,7 @@ import gc
 
 from trust import cose, pop, reasons
 from trust.reasons import Refused
-from trust.verifier import token_id, token_id_of
+from trust.verifier import token_id
 
 _HASH_LEN = 32
 _SUMMARY_MS = 60000
@@ -74,11 +74,13 @@ class Authorizer:
         A token already stored (in any envelope) is checked again without
         its signature. Raises Refused (TOKEN_SUPERSEDED, STORE_FULL: see
         TokenStore.add)."""
-        tok = self.store.get(token_id_of(raw))
+        raw = bytes(raw)
+        sign1 = cose.parse_sign1(raw)
+        tok = self.store.get(token_id(sign1))
         if tok is not None:
             self._revalidate(tok)
             return tok
-        tok = self._verify(raw, transport)
+        tok = self._verify(raw, transport, sign1)
         self.store.add(tok, self._expired, peer, self.clock.uptime_ms())
         self._save()  # a stored token is a convenience: not saved, it still serves until reboot
         return tok
@@ -131,7 +133,7 @@ class Authorizer:
                     if isinstance(spent, Refused) and spent.reason in _NONCE_GONE:
                         raise spent  # before a signature check it would make useless
                     tok = self._verify(bearer, transport, sign1)
-                sign1 = None
+                sign1 = None  # the parse is not needed for the proof: let the heap have it back
         elif session is not None:
             tok = self.store.by_psk_kid(session)
             if tok is None:
