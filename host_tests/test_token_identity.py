@@ -96,7 +96,7 @@ def test_no_envelope_escapes_a_revocation(interpreter):
 
 def test_revoked_token_stays_refused_end_to_end(tmp_path):
     from simlock import SimLock
-    from test_e2e_restart import _act, _upload
+    from simlock import act as _act, upload as _upload
     lock = SimLock(tmp_path)
     try:
         admin_key = ch.gen_key()
