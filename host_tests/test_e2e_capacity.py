@@ -45,7 +45,7 @@ def test_all_tables_full_and_the_lock_still_serves(tmp_path):
                 c.close()
         host = next(peer)
         for i in range(cfg.exi_table + 2):
-            tok = lock.token(ch.gen_key(), over={4: None, 40: 3600, 7: (1000 + i).to_bytes(4, "big")})
+            tok = lock.token(ch.gen_key(), over={4: None, 40: 3600, 7: ch.seq_cti(1000 + i)})
             r = _request(lock, host, cm.POST, "authz-info", [(cm.CONTENT_FORMAT, CF_CWT)], tok)
             assert r.code == cm.CREATED, (i, lock.output())
         # Spent-nonce set (a proof with a bad signature spends its nonce),

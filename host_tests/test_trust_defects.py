@@ -101,6 +101,10 @@ def _defects():
         ("no_exp_no_exi", w.token(w.claims({4: None})), "NO_EXPIRY", {}),
         ("exi_without_cti", w.token(w.claims({4: None, 7: None, 40: 60})), "NO_EXPIRY", {}),
         ("exi_ok_unsynced", w.token(w.claims({4: None, 5: None, 40: 60})), "OK", {"now": None}),
+        # An exi token's cti is its sequence number: 1-8 bytes, one encoding.
+        ("exi_cti_9_bytes", w.token(w.claims({4: None, 7: b"\x01" * 9, 40: 60})), "CLAIMS_MALFORMED", {}),
+        ("exi_cti_leading_zero", w.token(w.claims({4: None, 7: b"\x00\x05", 40: 60})), "CLAIMS_MALFORMED", {}),
+        ("exi_cti_zero", w.token(w.claims({4: None, 7: b"\x00", 40: 60})), "OK", {}),
         ("exp_unsynced", w.token(), "CLOCK_UNSYNCED", {"now": None}),
         ("exp_float", w.token(w.claims({4: float(W.now + 100)})), "CLAIMS_MALFORMED", {}),
         ("scope_not_text", w.token(w.claims({9: b"unlock"})), "CLAIMS_MALFORMED", {}),

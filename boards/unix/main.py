@@ -58,8 +58,13 @@ def main():
     if cfg.coap_enabled:
         port = int(a["port"]) if a["port"] else cfg.coap_port
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(socket.getaddrinfo(cfg.bind, port)[0][-1])
+        # No SO_REUSEADDR: UDP has no TIME_WAIT to wait out, and with it a
+        # second lock on the same port would start silently and miss traffic.
+        try:
+            s.bind(socket.getaddrinfo(cfg.bind, port)[0][-1])
+        except OSError as e:
+            print("FATAL: cannot bind %s:%d (%s): another lock on this port? use --port" % (cfg.bind, port, e))
+            sys.exit(3)
         s.setblocking(False)
         endpoints.append((s, "coap"))
         say("WARNING: plain CoAP (no DTLS) is enabled on %s:%d - development only" % (cfg.bind, port))

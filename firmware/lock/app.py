@@ -104,9 +104,9 @@ class LockApp:
         try:
             self.statefile.save(state.snapshot(self.verifier, self.store))
             self.verifier.exi.dirty = False
-        except OSError as e:
+        except (OSError, MemoryError) as e:
             self.say("state: cannot save: %s" % e)
-            raise
+            raise OSError("state not saved: %s" % e)
 
     async def _relock(self, period_ms=100):
         while True:

@@ -283,9 +283,13 @@ class Authorizer:
         """Revoke token ids and ctis, and take the AS's exi floors
         ({issuer: highest sequence number issued}); one for every trusted
         issuer lifts an exi block left by damaged state. Acknowledge only
-        after this returns (PROFILE sec. 2): raises Refused(REVOCATIONS_FULL)
-        (nothing changed) or Refused(STATE_FAILURE) (in force, not durable)."""
+        after this returns (PROFILE sec. 2): raises Refused(BAD_REQUEST: a
+        floor for an issuer not trusted) or Refused(REVOCATIONS_FULL), with
+        nothing changed, or Refused(STATE_FAILURE) (in force, not durable)."""
         v = self.verifier
+        for issuer in exi_floors or ():
+            if not any(k.issuer == issuer for k in v.keys):
+                raise Refused(reasons.BAD_REQUEST, "exi floor for an issuer the lock does not trust")
         v.add_revocations(hashes, ctis)
         if exi_floors:
             blocked = v.exi.blocked

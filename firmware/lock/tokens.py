@@ -18,8 +18,15 @@ makes room only from, in order:
   4. the used token idle longest, once idle for `idle_ms`;
 and otherwise refuses the upload (STORE_FULL, 5.03; the client can still
 send its token inline). So uploads alone never push out a used token that
-is in use, and a new phone still gets in once it proves its key. A token for a key the store already holds replaces
-the stored one unless it is older (its iat is earlier): TOKEN_SUPERSEDED.
+is in use, and a new phone still gets in once it proves its key.
+
+Per proof-of-possession key the store holds at most one used token and one
+unused upload. A newer token (by iat) for a key does not replace the used
+one when it is uploaded (anyone can upload a sniffed token, say one with a
+smaller scope); it waits beside it, and the first proof naming it (the PoP
+challenge signs the token id) makes it the key's token. A token older than
+one stored for its key is refused (TOKEN_SUPERSEDED). A PSK-mode token
+(RFC 9202) replaces the stored one for its kid.
 """
 from trust import reasons
 from trust.reasons import Refused
@@ -61,18 +68,17 @@ class TokenStore:
         if self.get(tok.hash) is not None:
             return []                      # the same token, in any envelope
         kid = self._key_id(tok)
-        if kid is not None:
-            for i, t in enumerate(self.tokens):
-                if self._key_id(t) == kid:
-                    old, new = t.claims.iat, tok.claims.iat
-                    if old is not None and (new is None or new < old):
-                        raise Refused(reasons.TOKEN_SUPERSEDED, "the lock holds a newer token for this key")
-                    # Same key: the holder's standing carries over.
-                    info = self._info.pop(t.hash)
-                    self.tokens[i] = tok
-                    self._info[tok.hash] = info
-                    return [t]
         dropped = []
+        if kid is not None:
+            for t in list(self.tokens):
+                if self._key_id(t) != kid:
+                    continue
+                old, new = t.claims.iat, tok.claims.iat
+                if old is not None and (new is None or new < old):
+                    raise Refused(reasons.TOKEN_SUPERSEDED, "the lock holds a newer token for this key")
+                if tok.claims.psk_kid is not None or not self._info[t.hash][1]:
+                    self._remove(t)  # a PSK token, or an upload not used yet: replaced
+                    dropped.append(t)
         if len(self.tokens) >= self.capacity:
             for t in list(self.tokens):
                 if expired(t):
@@ -116,6 +122,9 @@ class TokenStore:
             return False
         info[1] = True
         info[2] = now_ms
+        kid = self._key_id(tok)
+        for t in [t for t in self.tokens if t is not tok and self._key_id(t) == kid]:
+            self._remove(t)  # the key holder chose this token: it supersedes
         lru = None
         n = 0
         for t in self.tokens:

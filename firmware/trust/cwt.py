@@ -177,8 +177,9 @@ def check(c, issuer, device_id, now_s, skew_s):
         raise Refused(NO_EXPIRY)
     if c.exi is not None and c.cti is None:
         raise Refused(NO_EXPIRY, "exi without cti (RFC 9200 5.10.3)")
-    if c.exi is not None and not 1 <= len(c.cti) <= _MAX_SEQ:
-        raise Refused(CLAIMS_MALFORMED, "an exi token's cti is its sequence number: 1-8 bytes")
+    if c.exi is not None and (not 1 <= len(c.cti) <= _MAX_SEQ or len(c.cti) > 1 and c.cti[0] == 0):
+        # One number, one encoding: revocation by cti compares bytes.
+        raise Refused(CLAIMS_MALFORMED, "an exi token's cti is its sequence number: 1-8 bytes, no leading zero")
     if now_s is None:
         # Without a clock only exi bounds the lifetime; exp/nbf cannot be
         # checked, so a token that relies on them is refused (fail closed).

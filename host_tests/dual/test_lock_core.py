@@ -306,3 +306,23 @@ def test_lockout_overflow_never_holds_a_peer_in_good_standing():
         lo.failure(p, 0, 2)
     assert lo.remaining_s("e", 1) == 10          # strangers share the spent budget
     assert lo.remaining_s("phone", 1) == 0       # the phone that proved itself does not
+
+
+def test_store_a_sniffed_newer_token_cannot_displace_the_one_in_use():
+    # An outside report: a stranger uploaded a newer, smaller-scope token for
+    # a phone's key and the phone's next unlock got 4.03. The upload now
+    # waits beside the used token; only a proof naming it makes it current.
+    s = TokenStore(4)
+    a = _Tok(b"a", pop_key=b"K", iat=10)
+    s.add(a, lambda t: False, "phone", 0)
+    s.used(a, 1)
+    b = _Tok(b"b", pop_key=b"K", iat=20, scope=("status",))
+    s.add(b, lambda t: False, "stranger", 2)
+    assert s.get(b"a") and s.get(b"b") and [t.hash for t in s.candidates("unlock")] == [b"a"]
+    c = _Tok(b"c", pop_key=b"K", iat=30)
+    s.add(c, lambda t: False, "stranger", 3)         # replaces the unused b, not a
+    assert s.get(b"a") and s.get(b"b") is None and s.get(b"c") and len(s) == 2
+    e = raises(reasons.Refused, s.add, _Tok(b"b", pop_key=b"K", iat=20), lambda t: False, "x", 4)
+    assert e.reason == reasons.TOKEN_SUPERSEDED      # older than c
+    assert s.used(c, 5)                              # the key holder proved with c
+    assert s.get(b"a") is None and s.get(b"c") and len(s) == 1

@@ -88,7 +88,7 @@ def cmd_token(a):
     elif a.exi is not None:
         # RFC 9200 5.10.3 / PROFILE sec. 2: an exi token's cti is the AS's
         # next sequence number for this lock, kept beside the AS key.
-        claims[7] = next_exi_seq(a.bundle).to_bytes(8, "big")
+        claims[7] = ch.seq_cti(next_exi_seq(a.bundle))
     else:
         claims[7] = os.urandom(8)
     if a.psk:

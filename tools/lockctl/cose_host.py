@@ -109,3 +109,11 @@ def pop_proof(client_key, device_id, nonce, permission, thash):
     """CBOR [nonce, signature] for the PoP option (PROFILE sec. 3)."""
     sig = sign_es256(client_key, pop_challenge(device_id, nonce, permission, thash))
     return enc([nonce, sig])
+
+
+def seq_cti(n):
+    """The cti of an exi token: its sequence number n, big-endian, minimal
+    (no leading zero byte), 1-8 bytes (PROFILE sec. 2; RFC 9200 5.10.3)."""
+    if not 0 <= n < 1 << 64:
+        raise ValueError("an exi sequence number is 0 to 2**64-1")
+    return n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
