@@ -23,6 +23,7 @@ _NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.NO_MEMORY, reasons.NONCE_UNKNOWN,
                 reasons.NONCE_EXPIRED, reasons.STATE_DAMAGED, reasons.STATE_FAILURE,
                 reasons.STORE_FULL)
 _NONCE_GONE = (reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
+_LOCK_FAULT = (reasons.NO_MEMORY, reasons.STATE_FAILURE)
 _SUMMARIZED = (reasons.TOKEN_MISSING, reasons.LOCKED_OUT)
 
 
@@ -192,7 +193,8 @@ class Authorizer:
         """The whole decision for `permission`, logged before it is returned.
         `ready()` gives None when the actuator can move, else why not."""
         return self._decided(permission, transport, peer,
-                             lambda: self.authorize(permission, transport, bearer, proof, session, peer), ready)
+                             lambda: self.authorize(permission, transport, bearer, proof, session, peer), ready,
+                             proof)
 
     def post_token(self, raw, transport, peer):
         """/authz-info as a logged decision, under the same lockout: each
@@ -203,11 +205,22 @@ class Authorizer:
             return self.upload(raw, transport, peer)
         return self._decided("authz-info", transport, peer, check)
 
-    def _decided(self, permission, transport, peer, check, ready=None):
+    def _outstanding(self, proof, peer):
+        try:
+            return proof is not None and self.nonces.outstanding(pop.parse_proof(proof)[0], peer)
+        except Refused:
+            return False
+
+    def _decided(self, permission, transport, peer, check, ready=None, proof=None):
         now_ms = self.clock.uptime_ms()
         checks = self.checks
         tok = None
         left = self.lockout.remaining_s(peer, now_ms) if peer is not None else 0
+        if left and self.lockout.shared(peer) and self._outstanding(proof, peer):
+            # Held only by the budget strangers share (PROFILE sec. 3 v2: what
+            # they send never makes another peer's outstanding nonce fail):
+            # a proof over a nonce this address got and has not used goes on.
+            left = 0
         if left:
             d = Decision(False, reasons.LOCKED_OUT, None, permission, retry_s=left)
         else:
@@ -242,6 +255,8 @@ class Authorizer:
             elif peer is not None:
                 if d.reason not in _NOT_COUNTED:
                     cost = max(1, cost)
+                elif d.reason in _LOCK_FAULT:
+                    cost = 0  # the lock's own failure, whatever it had checked
                 if cost:
                     self.lockout.failure(peer, now_ms, cost)
         if self.verifier.exi.dirty:

@@ -4,11 +4,11 @@ A peer that collects `max_failures` refusals within `window_s` is refused
 (CoAP 4.29 with Max-Age) for `penalty_s`. A refusal weighs as many
 failures as the signature checks it cost (at least one), so the lockout is
 also the per-peer budget of signature checks (PROFILE sec. 4 v2). The
-table is bounded; when full, the entry idle the longest is forgotten (never
-one that is locked out, until its penalty ends); when every entry is locked
-out, the peers left outside share one entry, so a flood from many addresses
-still gets one budget rather than none; the last 8 peers that proved
-possession are not held to that shared entry.
+table is bounded; an entry is forgotten only once it holds nothing (its
+penalty ended, its failures are older than the window); while the table is
+full of entries that still count, the peers left outside share one entry,
+so a flood from many addresses still gets one budget rather than none; the
+last 8 peers that proved possession are not held to that shared entry.
 """
 from micropython import const
 
@@ -29,18 +29,23 @@ class Lockout:
         # strangers filling the table cannot lock them out with the overflow.
         self.good = []
 
-    def _full(self, now_ms):
-        """True if the table has no room: every entry locked out."""
+    def _room(self, now_ms):
+        """True if a new peer can have an entry of its own. Only entries
+        that no longer hold anything (a penalty that ended, failures older
+        than the window) make room: peers with recent failures are not
+        forgotten for newcomers, so many addresses taking turns cannot
+        wash their failures out of the table."""
         if len(self.peers) < self.capacity:
-            return False
-        for p in [p for p, v in self.peers.items() if v[2] and v[2] <= now_ms]:
-            del self.peers[p]  # penalties that ran out
-        return len(self.peers) >= self.capacity and all(v[2] for v in self.peers.values())
+            return True
+        for p in [p for p, v in self.peers.items()
+                  if (v[2] and v[2] <= now_ms) or (not v[2] and now_ms - v[1] > self.window_ms)]:
+            del self.peers[p]
+        return len(self.peers) < self.capacity
 
     def remaining_s(self, peer, now_ms):
         """Seconds the peer stays locked out, 0 if it may proceed."""
         e = self.peers.get(peer)
-        if e is None and self.overflow is not None and peer not in self.good and self._full(now_ms):
+        if e is None and self.overflow is not None and peer not in self.good and not self._room(now_ms):
             e = self.overflow
         if e is None or e[2] == 0:
             return 0
@@ -53,20 +58,17 @@ class Lockout:
             return 0
         return (left + 999) // 1000
 
+    def shared(self, peer):
+        """True if the peer has no entry of its own (remaining_s then
+        answers for the shared overflow entry)."""
+        return peer not in self.peers
+
     def failure(self, peer, now_ms, weight=1):
         """Count a refusal that cost `weight` signature checks (at least 1)."""
         e = self.peers.get(peer)
-        shared = False
-        if e is None and len(self.peers) >= self.capacity:
-            if self._full(now_ms):
-                shared = True
-                e = self.overflow
-            elif len(self.peers) >= self.capacity:
-                oldest = None
-                for p, v in self.peers.items():
-                    if v[2] == 0 and (oldest is None or v[3] < self.peers[oldest][3]):
-                        oldest = p
-                del self.peers[oldest]
+        shared = e is None and not self._room(now_ms)
+        if shared:
+            e = self.overflow
         if e is None or now_ms - e[1] > self.window_ms:
             e = [0, now_ms, 0, now_ms]
             if shared:

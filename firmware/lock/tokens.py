@@ -20,13 +20,14 @@ and otherwise refuses the upload (STORE_FULL, 5.03; the client can still
 send its token inline). So uploads alone never push out a used token that
 is in use, and a new phone still gets in once it proves its key.
 
-Per proof-of-possession key the store holds at most one used token and one
-unused upload. A newer token (by iat) for a key does not replace the used
-one when it is uploaded (anyone can upload a sniffed token, say one with a
-smaller scope); it waits beside it, and the first proof naming it (the PoP
-challenge signs the token id) makes it the key's token. A token older than
-one stored for its key is refused (TOKEN_SUPERSEDED). A PSK-mode token
-(RFC 9202) replaces the stored one for its kid.
+Tokens for the same proof-of-possession key are separate entries under
+the same rules until one of them is used (the PoP challenge signs the token
+id, so a proof names its token): that one becomes the key's token and the
+others go. An upload can therefore neither displace the token a phone uses
+nor the one it has just uploaded (say, with a sniffed token of a smaller
+scope); a token older (by iat) than the one the key holder uses is refused
+(TOKEN_SUPERSEDED). A PSK-mode token (RFC 9202) replaces the stored one for
+its kid.
 """
 from trust import reasons
 from trust.reasons import Refused
@@ -73,12 +74,13 @@ class TokenStore:
             for t in list(self.tokens):
                 if self._key_id(t) != kid:
                     continue
-                old, new = t.claims.iat, tok.claims.iat
-                if old is not None and (new is None or new < old):
-                    raise Refused(reasons.TOKEN_SUPERSEDED, "the lock holds a newer token for this key")
-                if tok.claims.psk_kid is not None or not self._info[t.hash][1]:
-                    self._remove(t)  # a PSK token, or an upload not used yet: replaced
+                if tok.claims.psk_kid is not None:
+                    self._remove(t)  # PSK mode: the kid names one token
                     dropped.append(t)
+                    continue
+                old, new = t.claims.iat, tok.claims.iat
+                if self._info[t.hash][1] and old is not None and (new is None or new < old):
+                    raise Refused(reasons.TOKEN_SUPERSEDED, "the key holder uses a newer token")
         if len(self.tokens) >= self.capacity:
             for t in list(self.tokens):
                 if expired(t):

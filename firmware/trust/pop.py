@@ -65,10 +65,17 @@ class NonceTable:
         body = self.now_ms().to_bytes(5, "big") + self._seq.to_bytes(3, "big")
         return self._enc.encrypt(body + _peer_digest(peer))
 
-    def consume(self, nonce, peer=None):
-        """Check `nonce` as presented by `peer` and spend it. Raises Refused:
-        POP_MALFORMED, NONCE_UNKNOWN (not issued to this peer in this boot,
-        already spent, or too many in flight), NONCE_EXPIRED."""
+    def outstanding(self, nonce, peer=None):
+        """True if `nonce` was issued to `peer`, is neither spent nor
+        expired: `peer` got it at its address (return routability), and it
+        has not been used. Spends nothing; one AES block."""
+        try:
+            self._check(nonce, peer)
+            return True
+        except Refused:
+            return False
+
+    def _check(self, nonce, peer):
         if not isinstance(nonce, bytes) or len(nonce) != NONCE_LEN:
             raise Refused(POP_MALFORMED, "nonce must be 16 bytes")
         block = self._dec.decrypt(nonce)
@@ -76,14 +83,22 @@ class NonceTable:
         if not ct_equal(block[8:], _peer_digest(peer)):
             raise Refused(NONCE_UNKNOWN)
         now = self.now_ms()
-        spent = self._spent
-        for k in [k for k in spent if now - spent[k][0] > self.ttl_ms]:
-            del spent[k]
         issued = int.from_bytes(body[:5], "big")
         if now - issued > self.ttl_ms:
             raise Refused(NONCE_EXPIRED)
-        if body in spent or body <= self._floor:
+        if body in self._spent or body <= self._floor:
             raise Refused(NONCE_UNKNOWN, "already used")
+        return body, issued, now
+
+    def consume(self, nonce, peer=None):
+        """Check `nonce` as presented by `peer` and spend it. Raises Refused:
+        POP_MALFORMED, NONCE_UNKNOWN (not issued to this peer in this boot,
+        already spent, or too many in flight), NONCE_EXPIRED."""
+        now = self.now_ms()
+        spent = self._spent
+        for k in [k for k in spent if now - spent[k][0] > self.ttl_ms]:
+            del spent[k]
+        body, issued, _ = self._check(nonce, peer)
         if len(spent) >= self.capacity:
             self._evict()
         spent[body] = [issued, False]

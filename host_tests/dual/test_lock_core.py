@@ -32,18 +32,21 @@ class _Tok:
         return p in self.claims.scope
 
 
-def test_store_one_token_per_pop_key_never_an_older_one():
+def test_store_one_token_per_pop_key_once_used_never_an_older_one():
     s = TokenStore(4)
-    s.add(_Tok(b"a", pop_key=b"K1", iat=10), lambda t: False)
-    s.add(_Tok(b"b", pop_key=b"K1", iat=20), lambda t: False)   # newer: supersedes a
+    a, b = _Tok(b"a", pop_key=b"K1", iat=10), _Tok(b"b", pop_key=b"K1", iat=20)
+    s.add(a, lambda t: False)
+    s.add(b, lambda t: False)                          # both wait for a proof
     s.add(_Tok(b"c", pop_key=b"K2"), lambda t: False)
-    assert s.get(b"a") is None and s.get(b"b") and s.get(b"c") and len(s) == 2
-    # An older token for the same key (a sniffed one, replayed) is refused.
+    assert s.get(b"a") and s.get(b"b") and len(s) == 3
+    assert s.used(b, 1)                                # the key holder proved with b
+    assert s.get(b"a") is None and s.get(b"b") and len(s) == 2
+    # An older token for the key in use (a sniffed one, replayed) is refused.
     e = raises(reasons.Refused, s.add, _Tok(b"a", pop_key=b"K1", iat=10), lambda t: False)
     assert e.reason == reasons.TOKEN_SUPERSEDED and s.get(b"b")
     e = raises(reasons.Refused, s.add, _Tok(b"d", pop_key=b"K1"), lambda t: False)  # no iat
     assert e.reason == reasons.TOKEN_SUPERSEDED
-    s.add(_Tok(b"b", pop_key=b"K1", iat=20), lambda t: False)   # the same token again: no change
+    s.add(b, lambda t: False)                          # the same token again: no change
     assert len(s) == 2
 
 
@@ -309,20 +312,58 @@ def test_lockout_overflow_never_holds_a_peer_in_good_standing():
 
 
 def test_store_a_sniffed_newer_token_cannot_displace_the_one_in_use():
-    # An outside report: a stranger uploaded a newer, smaller-scope token for
-    # a phone's key and the phone's next unlock got 4.03. The upload now
-    # waits beside the used token; only a proof naming it makes it current.
+    # Outside reports: a stranger uploaded a newer, smaller-scope token for a
+    # phone's key, before or after the phone's first proof, and the phone's
+    # next unlock failed. Same-key tokens now wait side by side; only a
+    # proof naming one makes it the key's token.
     s = TokenStore(4)
     a = _Tok(b"a", pop_key=b"K", iat=10)
     s.add(a, lambda t: False, "phone", 0)
-    s.used(a, 1)
     b = _Tok(b"b", pop_key=b"K", iat=20, scope=("status",))
-    s.add(b, lambda t: False, "stranger", 2)
+    s.add(b, lambda t: False, "stranger", 1)          # before the phone's proof
     assert s.get(b"a") and s.get(b"b") and [t.hash for t in s.candidates("unlock")] == [b"a"]
+    assert s.used(a, 2)                               # the phone proves with a: b goes
+    assert s.get(b"a") and s.get(b"b") is None
+    s.add(b, lambda t: False, "stranger", 3)          # and after it: b waits again
+    assert [t.hash for t in s.candidates("unlock")] == [b"a"] and s.get(b"b")
     c = _Tok(b"c", pop_key=b"K", iat=30)
-    s.add(c, lambda t: False, "stranger", 3)         # replaces the unused b, not a
-    assert s.get(b"a") and s.get(b"b") is None and s.get(b"c") and len(s) == 2
-    e = raises(reasons.Refused, s.add, _Tok(b"b", pop_key=b"K", iat=20), lambda t: False, "x", 4)
-    assert e.reason == reasons.TOKEN_SUPERSEDED      # older than c
-    assert s.used(c, 5)                              # the key holder proved with c
-    assert s.get(b"a") is None and s.get(b"c") and len(s) == 1
+    s.add(c, lambda t: False, "phone", 4)
+    assert s.used(c, 5)                               # the key holder moves to c
+    assert s.get(b"a") is None and s.get(b"b") is None and s.get(b"c") and len(s) == 1
+    e = raises(reasons.Refused, s.add, _Tok(b"b", pop_key=b"K", iat=20), lambda t: False, "x", 6)
+    assert e.reason == reasons.TOKEN_SUPERSEDED
+
+
+def test_lockout_many_addresses_taking_turns_share_one_budget():
+    # An outside report: 60 addresses taking turns, each failing a little
+    # less than the limit, had each entry pushed out by the next address and
+    # were never locked out. Entries with recent failures now stay.
+    lo = Lockout(max_failures=5, window_s=60, penalty_s=30, capacity=12)
+    locked = 0
+    for rnd in range(3):
+        for i in range(60):
+            p = "10.0.0.%d" % i
+            if lo.remaining_s(p, rnd * 100 + i):
+                locked += 1
+            else:
+                lo.failure(p, rnd * 100 + i, 4)
+    assert len(lo.peers) == 12 and lo.overflow is not None and lo.overflow[2]
+    assert locked >= 150                     # nearly all of them held after the first round
+
+
+def test_strangers_budget_never_holds_a_peers_outstanding_nonce():
+    # PROFILE sec. 3 v2: a newcomer without an entry of its own, while the
+    # strangers' shared budget is spent, still gets its proof over a nonce
+    # it was given (and has not used) checked; without one it waits (4.29).
+    from trust import cbor
+    az = Authorizer("lock-1", Verifier("lock-1", []), TokenStore(4), pop.NonceTable(lambda: 0), _Clock(),
+                    _Log(), Lockout(max_failures=2, capacity=1))
+    n = az.nonce("phone")
+    az.lockout.failure("a", 5000, 2)             # the table: full of a locked-out peer
+    az.lockout.failure("b", 5000, 2)             # strangers outside: the shared budget spent
+    assert az.decide("unlock", "coap", "c", bearer=b"\x11" * 32).reason == reasons.LOCKED_OUT
+    proof = cbor.encode([n, b"\x00" * 64])
+    d = az.decide("unlock", "coap", "phone", proof=proof)
+    assert d.reason == reasons.TOKEN_UNKNOWN     # checked, not held
+    d = az.decide("unlock", "coap", "phone", proof=proof)
+    assert d.reason == reasons.LOCKED_OUT        # that nonce is spent now
