@@ -30,19 +30,23 @@ def free_udp_port():
 
 class SimLock:
     def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
-                 start=True, **prov):
+                 start=True, coaps=False, **prov):
         """`start=False`: provision the bundle (and mint tokens for it) but
-        start no process; `start()` starts it later."""
+        start no process; `start()` starts it later. `coaps`: also serve
+        CoAPS (DTLS) on a free port (`coaps_port`); off by default, so
+        parallel locks never share 5684."""
         self.dir = str(tmpdir)
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
+        self.coaps_port = free_udp_port() if coaps else None
         provision(self.bundle, device_id, coap_port=self.port, plain_coap=True, bind="127.0.0.1",
                   clock="system", relock_ms=relock_ms, say=lambda *a: None, **prov)
         self.cfg, self.as_key = load_bundle(self.bundle)
+        self.cfg["coaps"] = dict(self.cfg["coaps"], enabled=bool(coaps), port=self.coaps_port or 5684)
         if config:
             self.cfg.update(config)
-            with open(os.path.join(self.bundle, "lock.json"), "w") as f:
-                json.dump(self.cfg, f, indent=2)
+        with open(os.path.join(self.bundle, "lock.json"), "w") as f:
+            json.dump(self.cfg, f, indent=2)
         self.device_id = device_id
         self.kid = bytes.fromhex(self.cfg["as_keys"][0]["kid"])
         self.issuer = self.cfg["as_keys"][0]["issuer"]

@@ -35,6 +35,19 @@ def _args(argv):
     return a
 
 
+def _udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # No SO_REUSEADDR: UDP has no TIME_WAIT to wait out, and with it a
+    # second lock on the same port would start silently and miss traffic.
+    try:
+        s.bind(socket.getaddrinfo(host, port)[0][-1])
+    except OSError as e:
+        print("FATAL: cannot bind %s:%d (%s): another lock on this port? use --port" % (host, port, e))
+        sys.exit(3)
+    s.setblocking(False)
+    return s
+
+
 def say(*args):
     print(*args)
 
@@ -57,19 +70,11 @@ def main():
     endpoints = []
     if cfg.coap_enabled:
         port = int(a["port"]) if a["port"] else cfg.coap_port
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        # No SO_REUSEADDR: UDP has no TIME_WAIT to wait out, and with it a
-        # second lock on the same port would start silently and miss traffic.
-        try:
-            s.bind(socket.getaddrinfo(cfg.bind, port)[0][-1])
-        except OSError as e:
-            print("FATAL: cannot bind %s:%d (%s): another lock on this port? use --port" % (cfg.bind, port, e))
-            sys.exit(3)
-        s.setblocking(False)
-        endpoints.append((s, "coap"))
+        endpoints.append((_udp(cfg.bind, port), "coap"))
         say("WARNING: plain CoAP (no DTLS) is enabled on %s:%d - development only" % (cfg.bind, port))
     if cfg.coaps_enabled:
-        say("NOTE: CoAPS (DTLS) is not implemented yet; port %d stays closed" % cfg.coaps_port)
+        endpoints.append((_udp(cfg.bind, cfg.coaps_port), "coaps"))
+        say("CoAPS (DTLS 1.2, PSK mode) on %s:%d" % (cfg.bind, cfg.coaps_port))
     if not endpoints:
         print("FATAL: no transport enabled")
         sys.exit(3)

@@ -122,10 +122,25 @@ class LockApp:
                 self._error(e)
             await asyncio.sleep_ms(period_ms)
 
+    def psk_key(self, kid):
+        """RFC 9202 sec. 3.3: the PSK of a DTLS handshake whose psk_identity
+        is the kid of a stored PSK-mode token (None: unknown identity)."""
+        tok = self.store.by_psk_kid(kid)
+        if tok is None or self.authz._expired(tok):
+            return None
+        return tok.claims.psk
+
     async def run(self, endpoints):
         """endpoints: list of (socket, transport name) the board opened."""
         from coap import udp
         tasks = [asyncio.create_task(self._relock())]
         for sock, transport in endpoints:
-            tasks.append(asyncio.create_task(udp.serve(sock, self.server, transport)))
+            if transport == "coaps":
+                from coap.dtls import DtlsServer
+                self.dtls = DtlsServer(sock, self.server, self.psk_key, self.cfg.coaps_sessions,
+                                       self.cfg.coaps_idle_ms, self.cfg.coaps_handshake_ms,
+                                       say=self.say, now_ms=self.clock.uptime_ms)
+                tasks.append(asyncio.create_task(self.dtls.serve()))
+            else:
+                tasks.append(asyncio.create_task(udp.serve(sock, self.server, transport)))
         await asyncio.gather(*tasks)

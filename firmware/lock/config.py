@@ -79,6 +79,11 @@ class Config:
         coaps = d.get("coaps", {})
         self.coaps_enabled = bool(coaps.get("enabled", True))
         self.coaps_port = int(coaps.get("port", 5684))
+        # DTLS session table: sessions (handshaking or established) at once,
+        # and how long a handshake or an idle session keeps its slot.
+        self.coaps_sessions = int(coaps.get("sessions", 3))
+        self.coaps_idle_ms = int(coaps.get("idle_s", 60)) * 1000
+        self.coaps_handshake_ms = int(coaps.get("handshake_s", 10)) * 1000
         self.ble_enabled = bool(d.get("ble", {}).get("enabled", False))
         self.uplink = d.get("uplink", {})
         self.relock_ms = int(d.get("relock_ms", 5000))

@@ -1,0 +1,338 @@
+"""Transport: CoAP over DTLS 1.2 (RFC 6347; RFC 7252 sec. 9) on one UDP
+socket, PSK mode (RFC 9202 sec. 3.3). The only module that touches `tls`.
+
+One UDP socket serves every client: each client address gets a `_Peer`, an
+`io.IOBase` stream that mbedTLS reads (the datagram just received from that
+address) and writes (a datagram sent back to it), wrapped by
+`SSLContext.wrap_socket(server_side=True, client_id=<address bytes>)`.
+
+Facts of MicroPython's `tls` (mbedTLS 3.6) this is built on (issue 12):
+- the first ClientHello of a client is answered with a HelloVerifyRequest
+  (a cookie bound to client_id) and raises OSError(-0x6A80); that wrapper is
+  dropped: a ClientHello without a valid cookie leaves no state here, so a
+  spoofed one costs one HelloVerifyRequest (smaller than the ClientHello) and
+  no table slot. The ClientHello carrying the cookie gets a new wrapper.
+- `server_psk_keys` is any object with .get(identity) -> key | None, asked
+  once per handshake (from inside the recv() that processes the client's
+  key exchange): `PskKeys` records the identity asked, which becomes the
+  session's authenticated peer handed to the CoAP core.
+- there is no "handshake done" query that is safe before the end
+  (cipher() of an unfinished handshake has no suite): the server's own
+  ChangeCipherSpec, written only once the client's Finished verified, marks
+  the session established.
+
+Session table: at most `max_sessions` entries (handshaking or established);
+a handshake must finish within `handshake_ms`, a session idle for
+`idle_ms` is dropped. A ClientHello from the address of an established
+session goes through a fresh wrapper: once its cookie is valid (the client
+really is at that address) it replaces the old session; a spoofed one
+cannot. Records from unknown addresses that are not a ClientHello, garbage,
+failed handshakes and handler errors are dropped (and counted); nothing
+stops the loop.
+"""
+import asyncio
+import errno
+import gc
+import io
+import time
+
+import tls
+from micropython import const
+
+_HELLO_VERIFY_REQUIRED = const(-0x6A80)
+_CT_CCS = const(20)
+_CT_HANDSHAKE = const(22)
+_HS_CLIENT_HELLO = const(1)
+_MAX_RECORDS = const(4)  # application records taken from one datagram
+
+
+class PskKeys:
+    """`server_psk_keys` for the context: `lookup(identity) -> key | None`,
+    never raising; remembers the identity last asked for."""
+
+    def __init__(self, lookup):
+        self.lookup = lookup
+        self.asked = None
+
+    def get(self, identity):
+        self.asked = identity
+        try:
+            return self.lookup(bytes(identity))
+        except Exception:
+            return None
+
+
+def _client_id(addr):
+    return addr if isinstance(addr, bytes) else repr(addr).encode()
+
+
+def _is_client_hello(d):
+    # Record: type(1) version(2) epoch(2) seq(6) length(2); then the
+    # handshake header: msg_type(1) ...; a ClientHello is always epoch 0.
+    return len(d) > 25 and d[0] == _CT_HANDSHAKE and d[3] == 0 and d[4] == 0 and d[13] == _HS_CLIENT_HELLO
+
+
+class _Peer(io.IOBase):
+    def __init__(self, sock, addr, now):
+        self.sock = sock
+        self.addr = addr
+        self.rx = None
+        self.tls = None
+        self.identity = None
+        self.up = False
+        self.born = now
+        self.last = now
+
+    def readinto(self, buf):
+        d = self.rx
+        if d is None:
+            return None  # EAGAIN: mbedTLS waits for the next datagram
+        self.rx = None
+        n = min(len(d), len(buf))
+        buf[:n] = d[:n]
+        return n
+
+    def write(self, buf):
+        if not self.up:
+            # The server's ChangeCipherSpec ends its last flight: the
+            # client's Finished has been verified.
+            i = 0
+            while i + 13 <= len(buf):
+                if buf[i] == _CT_CCS:
+                    self.up = True
+                    break
+                i += 13 + ((buf[i + 11] << 8) | buf[i + 12])
+        return self.sock.sendto(buf, self.addr)
+
+    def ioctl(self, req, arg):
+        return 0
+
+    def close(self):
+        t = self.tls
+        self.tls = None
+        if t is not None:
+            try:
+                t.close()
+            except Exception:
+                pass
+
+
+class DtlsServer:
+    def __init__(self, sock, server, psk_lookup, max_sessions=3, idle_ms=60000, handshake_ms=10000,
+                 bufsize=1152, say=None, now_ms=None, transport="coaps"):
+        """`now_ms`: milliseconds that never wrap (the lock's uptime); `psk_lookup(identity) -> key | None`."""
+        self.sock = sock
+        self.server = server
+        self.keys = PskKeys(psk_lookup)
+        self.ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
+        self.ctx.server_psk_keys = self.keys
+        self.max_sessions = max_sessions
+        self.idle_ms = idle_ms
+        self.handshake_ms = handshake_ms
+        self.bufsize = bufsize
+        self.say = say
+        self.now = now_ms or _uptime_ms()
+        self.transport = transport
+        self.peers = {}
+        # Counters (bench and tests read them).
+        self.handshakes = 0
+        self.failed = 0
+        self.verify_requests = 0
+        self.dropped = 0
+        self.refused = 0
+
+    def _say(self, msg):
+        if self.say:
+            try:
+                self.say("coaps: " + msg)
+            except Exception:
+                pass
+
+    # Session table ------------------------------------------------------
+    def expire(self, now=None):
+        if now is None:
+            now = self.now()
+        gone = []
+        for addr, p in self.peers.items():
+            if p.up:
+                if now - p.last >= self.idle_ms:
+                    gone.append((addr, "idle"))
+            elif now - p.born >= self.handshake_ms:
+                gone.append((addr, "handshake timeout"))
+        for addr, why in gone:
+            self._drop(addr, why)
+
+    def _drop(self, addr, why=None):
+        p = self.peers.pop(addr, None)
+        if p is not None:
+            p.close()
+            if why:
+                self._say("session %s ended: %s" % (_show(addr), why))
+
+    def _wrap(self, p):
+        p.tls = self.ctx.wrap_socket(p, server_side=True, do_handshake_on_connect=False,
+                                     client_id=_client_id(p.addr))
+
+    # One datagram ---------------------------------------------------------
+    def datagram(self, data, addr):
+        """Feed one received datagram; never raises."""
+        now = self.now()
+        p = self.peers.get(addr)
+        try:
+            if _is_client_hello(data) and (p is None or p.up):
+                self._hello(data, addr, p, now)
+                return
+            if p is None:
+                self.dropped += 1  # not a ClientHello, no session: garbage or stale
+                return
+            p.rx = data
+            self._pump(p, now)
+        except MemoryError as e:
+            self.server.report(e)
+            self._drop(addr, "no heap")
+            gc.collect()
+        except Exception as e:
+            self.server.report(e)
+
+    def _hello(self, data, addr, old, now):
+        if old is None and len(self.peers) >= self.max_sessions:
+            self.expire(now)
+            if len(self.peers) >= self.max_sessions:
+                self.refused += 1
+                return
+        p = _Peer(self.sock, addr, now)
+        p.rx = data
+        self._wrap(p)
+        if not self._step(p, now):
+            return  # HelloVerifyRequest sent (or a bad hello): no state kept
+        # The cookie was valid: the client is at this address.
+        if old is not None:
+            self._drop(addr, "replaced by a new handshake")
+        self.peers[addr] = p
+
+    def _step(self, p, now):
+        """Run the handshake/record layer on the pending datagram. Returns
+        True while the wrapper is usable."""
+        self.keys.asked = None
+        try:
+            msg = p.tls.recv(self.bufsize)
+        except OSError as e:
+            code = e.args[0] if e.args else 0
+            p.close()
+            if code == _HELLO_VERIFY_REQUIRED:
+                self.verify_requests += 1
+                return False
+            if code == errno.EAGAIN:
+                return True
+            self.failed += 1
+            self._say("handshake/record from %s failed: %d%s" % (
+                _show(p.addr), code, "" if self.keys.asked is None else
+                " (psk identity %s)" % bytes(self.keys.asked).hex()))
+            return False
+        finally:
+            if self.keys.asked is not None:
+                p.identity = bytes(self.keys.asked)
+        if msg is not None:
+            if p.up:
+                self._app(p, msg, now)
+        return True
+
+    def _pump(self, p, now):
+        was_up = p.up
+        if not self._step(p, now):
+            self._drop(p.addr)
+            return
+        if p.up:
+            if not was_up:
+                self.handshakes += 1
+                gc.collect()
+                self._say("session %s up, psk identity %s, %d session(s), heap free %d" % (
+                    _show(p.addr), "-" if p.identity is None else p.identity.hex(), len(self.peers),
+                    gc.mem_free()))
+            p.last = now
+            # More records in the same datagram (mbedTLS keeps them buffered).
+            for _ in range(_MAX_RECORDS - 1):
+                if p.tls is None:
+                    break
+                try:
+                    msg = p.tls.recv(self.bufsize)
+                except OSError as e:
+                    if not (e.args and e.args[0] == errno.EAGAIN):
+                        self._drop(p.addr, "record error %s" % (e.args[0] if e.args else e))
+                    break
+                if msg is None:
+                    break
+                self._app(p, msg, now)
+
+    def _app(self, p, msg, now):
+        if msg == b"":
+            self._drop(p.addr, "close_notify")
+            return
+        out = self.server.handle(memoryview(msg), p.addr, self.transport, p.identity)
+        if out is not None and p.tls is not None:
+            p.tls.send(out)
+
+    # The loop ---------------------------------------------------------------
+    async def serve(self):
+        """Serve until cancelled (MicroPython asyncio)."""
+        sock = self.sock
+        sock.setblocking(False)
+        sweeper = asyncio.create_task(self._sweep())
+        n = self.bufsize + 64  # a record's header and MAC on top of a request
+        sink = bytearray(1)
+        try:
+            while True:
+                yield asyncio.core._io_queue.queue_read(sock)
+                try:
+                    data, addr = sock.recvfrom(n)
+                except OSError as e:
+                    if not (e.args and e.args[0] == errno.EAGAIN):
+                        self.server.report(e)
+                    continue
+                except MemoryError as e:
+                    # No room for the datagram even after a collection: drop
+                    # it (into one preallocated byte) so the loop never spins.
+                    gc.collect()
+                    try:
+                        data, addr = sock.recvfrom(n)
+                    except MemoryError:
+                        self.server.report(e)
+                        self.dropped += 1
+                        try:
+                            sock.readinto(sink)
+                        except OSError:
+                            pass
+                        continue
+                    except OSError:
+                        continue
+                self.datagram(data, addr)
+                data = None
+        finally:
+            sweeper.cancel()
+
+    async def _sweep(self, period_ms=1000):
+        while True:
+            await asyncio.sleep_ms(period_ms)
+            try:
+                self.expire()
+            except Exception as e:
+                self.server.report(e)
+
+
+def _uptime_ms():
+    # A non-wrapping millisecond count from ticks_ms, for use without a clock.
+    st = [time.ticks_ms(), 0]
+
+    def now():
+        t = time.ticks_ms()
+        st[1] += time.ticks_diff(t, st[0])
+        st[0] = t
+        return st[1]
+    return now
+
+
+def _show(addr):
+    if isinstance(addr, bytes) and len(addr) >= 8:
+        # struct sockaddr_in on the unix port: family(2) port(2) addr(4)
+        return "%d.%d.%d.%d:%d" % (addr[4], addr[5], addr[6], addr[7], (addr[2] << 8) | addr[3])
+    return repr(addr)
