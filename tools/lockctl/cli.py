@@ -108,6 +108,13 @@ def cmd_token(a):
         "bearer" if a.bearer else ("psk" if a.psk else "pop key " + a.key)))
 
 
+def _hex_arg(name, value):
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        _die("%s must be hex, got %r" % (name, value))
+
+
 def cmd_coap(a):
     from .client import ACTIONS, Phone
     token = key = None
@@ -119,16 +126,69 @@ def cmd_coap(a):
     device_id = a.device_id
     if device_id is None and a.bundle:
         device_id = load_bundle(a.bundle)[0]["device_id"]
+    port = a.port if a.port is not None else (5684 if a.scheme == "coaps" else 5683)
+    if a.scheme == "coap":
+        if a.psk_identity or a.psk:
+            _die("--psk-identity/--psk need --scheme coaps")
+
+        def make_phone():
+            return Phone(a.host, port, device_id, token, key)
+        dtls_errors = ()
+    else:
+        from .dtls import DtlsError, DtlsPhone, bundle_certs
+        dtls_errors = (DtlsError,)
+        if bool(a.psk_identity) != bool(a.psk):
+            _die("PSK mode needs both --psk-identity and --psk (lockctl token --psk prints them)")
+        if a.psk:
+            dtls = dict(psk=(_hex_arg("--psk-identity", a.psk_identity), _hex_arg("--psk", a.psk)))
+        else:
+            if not a.bundle:
+                _die("certificate mode (coaps without --psk) needs --bundle: the lock's "
+                     "certificate is checked against the bundle's")
+            try:
+                lock_cert, ca_cert = bundle_certs(a.bundle)
+            except DtlsError as e:
+                _die(str(e))
+            dtls = dict(lock_cert=lock_cert, ca_cert=ca_cert)
+
+        def make_phone():
+            # PSK mode: the session is the authorization (the token was
+            # uploaded over plain CoAP, or is sent inline with --inline).
+            if a.psk:
+                return DtlsPhone(a.host, port, device_id, token if a.inline else None, None,
+                                 handshake_timeout=a.handshake_timeout, **dtls)
+            return DtlsPhone(a.host, port, device_id, token, key,
+                             handshake_timeout=a.handshake_timeout, **dtls)
+
+    psk_mode = a.scheme == "coaps" and bool(a.psk)
+    if a.action == "upload" and not token:
+        _die("upload needs --token")
+
+    async def upload_plain():
+        # PSK mode (RFC 9202 sec. 3.3.1): the lock learns the PSK from the
+        # token, so the token goes to /authz-info over plain CoAP first; the
+        # DTLS session keyed by it is then bound to it (no PoP inside CoAP).
+        async with Phone(a.host, a.coap_port, device_id, token, None) as p:
+            up = await p.upload()
+            print("authz-info (coap:%d): %s" % (a.coap_port, up.describe()))
+            return up.ok
 
     async def go():
-        async with Phone(a.host, a.port, device_id, token, key) as p:
+        if psk_mode and token and not a.inline and a.action != "discover":
+            ok = await upload_plain()
+            if not ok or a.action == "upload":
+                return ok
+        async with make_phone() as p:
+            if a.scheme == "coaps":
+                print("coaps: %s mode, %s, handshake %.1f ms" % (
+                    p.channel.mode, p.cipher, p.handshake_s * 1000), file=sys.stderr)
             if a.action == "discover":
                 out = await p.discover()
                 print(out.code)
                 print(out.payload.decode(errors="replace"))
                 return out.ok
             inline = a.inline
-            if a.action in ("upload",) or (token and not inline and a.action in ACTIONS):
+            if (not psk_mode and (a.action in ("upload",) or (token and not inline and a.action in ACTIONS))):
                 up = await p.upload()
                 print("authz-info: %s" % up.describe())
                 if up.code == "5.03" and a.action != "upload":
@@ -146,8 +206,10 @@ def cmd_coap(a):
     import aiocoap.error
     try:
         ok = asyncio.run(go())
+    except dtls_errors as e:
+        _die(str(e))
     except (OSError, asyncio.TimeoutError, aiocoap.error.NetworkError, aiocoap.error.ConRetransmitsExceeded) as e:
-        _die("no answer from %s:%d (%s)" % (a.host, a.port, e))
+        _die("no answer from %s:%d (%s)" % (a.host, port, e))
     sys.exit(0 if ok else 1)
 
 
@@ -250,7 +312,15 @@ def main(argv=None):
     s = sub.add_parser("coap", help="act as the phone over CoAP")
     s.add_argument("action", choices=("discover", "upload", "status", "unlock", "lock", "log"))
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=5683)
+    s.add_argument("--port", type=int, default=None, help="default 5683 (coap), 5684 (coaps)")
+    s.add_argument("--scheme", choices=("coap", "coaps"), default="coap",
+                   help="coaps: DTLS 1.2, PSK mode with --psk-identity/--psk, else certificate "
+                        "mode (the lock's certificate must be the one in --bundle)")
+    s.add_argument("--psk-identity", help="hex: the psk identity (the kid of a --psk token)")
+    s.add_argument("--psk", help="hex: the PSK (printed by lockctl token --psk)")
+    s.add_argument("--handshake-timeout", type=float, default=10.0, help="seconds (coaps)")
+    s.add_argument("--coap-port", type=int, default=5683,
+                   help="coaps PSK mode: the token goes to /authz-info over plain CoAP on this port first")
     s.add_argument("--token")
     s.add_argument("--key", default="phone.pem")
     s.add_argument("--bundle", help="read the device id from this bundle")
