@@ -42,9 +42,10 @@ class SimLock:
         provision(self.bundle, device_id, coap_port=self.port, plain_coap=True, bind="127.0.0.1",
                   clock="system", relock_ms=relock_ms, say=lambda *a: None, **prov)
         self.cfg, self.as_key = load_bundle(self.bundle)
-        self.cfg["coaps"] = dict(self.cfg["coaps"], enabled=bool(coaps), port=self.coaps_port or 5684)
         if config:
             self.cfg.update(config)
+        # config may set the DTLS table ("sessions", "idle_s", "handshake_s").
+        self.cfg["coaps"] = dict(self.cfg["coaps"], enabled=bool(coaps), port=self.coaps_port or 5684)
         with open(os.path.join(self.bundle, "lock.json"), "w") as f:
             json.dump(self.cfg, f, indent=2)
         self.device_id = device_id

@@ -14,6 +14,7 @@ import cbor2
 import pytest
 from mbedtls import tls as mbedtls_tls
 from mbedtls.exceptions import TLSError
+from mbedtls._tls import WantReadError, WantWriteError
 
 from coap import message as cm
 from lockctl import cose_host as ch
@@ -27,7 +28,7 @@ HEAP = int(os.environ.get("COAPS_HEAP", 256 * 1024))
 def lock(tmp_path_factory):
     # Every client here is 127.0.0.1: keep the lockout out of the way.
     s = SimLock(tmp_path_factory.mktemp("lock"), coaps=True, heapsize=HEAP,
-                config={"lockout": {"max_failures": 10000}})
+                config={"lockout": {"max_failures": 10000}, "token_store": 12})
     yield s
     s.stop()
 
@@ -47,13 +48,16 @@ def post_token(lock, tok):
     return resp.code
 
 
-def dtls(lock, identity, key, timeout=5.0):
-    """A python-mbedtls DTLS 1.2 client, handshake done; (socket, seconds)."""
+def dtls(lock, identity, key, timeout=5.0, port=None):
+    """A python-mbedtls DTLS 1.2 client, handshake done; (socket, seconds).
+    `port`: the client's own UDP port (a client restarting from it)."""
     conf = mbedtls_tls.DTLSConfiguration(
         pre_shared_key=(identity, key), ciphers=[CCM_8], validate_certificates=False,
         lowest_supported_version=mbedtls_tls.DTLSVersion.DTLSv1_2)
-    sock = mbedtls_tls.ClientContext(conf).wrap_socket(
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM), server_hostname=None)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if port:
+        raw.bind(("127.0.0.1", port))
+    sock = mbedtls_tls.ClientContext(conf).wrap_socket(raw, server_hostname=None)
     try:
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", lock.coaps_port))
@@ -204,3 +208,96 @@ def test_revoked_token_ends_the_sessions_authority(lock):
     # And no new handshake with its key.
     with pytest.raises((TLSError, OSError)):
         dtls(lock, kid.decode(), secret, timeout=2.0)[0].close()
+
+
+def test_three_sessions_and_a_fourth_refused(lock):
+    keys = [(b"phone-psk-5%d" % i, os.urandom(16)) for i in range(4)]
+    for kid, secret in keys:
+        assert post_token(lock, psk_token(lock, kid, secret)) == cm.CREATED
+    sessions = [Session(dtls(lock, kid.decode(), secret)[0]) for kid, secret in keys[:3]]
+    try:
+        for s in sessions + sessions[::-1]:  # interleaved on the three sessions
+            resp, _ = s.request(cm.GET, "lock")
+            assert _code(resp.code) == "2.05", resp
+        start = len(lock.lines)
+        # Past the bound (3): refused, no slot taken, the others go on.
+        with pytest.raises((TLSError, OSError)):
+            dtls(lock, keys[3][0].decode(), keys[3][1], timeout=2.0)[0].close()
+        for s in sessions:
+            resp, _ = s.request(cm.GET, "lock")
+            assert _code(resp.code) == "2.05", resp
+        # One leaves (close_notify): the fourth gets its slot.
+        sessions.pop(0).close()
+        s = Session(dtls(lock, keys[3][0].decode(), keys[3][1])[0])
+        sessions.append(s)
+        resp, _ = s.request(cm.GET, "lock")
+        assert _code(resp.code) == "2.05", resp
+        assert "3 session(s)" in lock.wait_for("psk identity %s" % keys[3][0].hex(), start=start)
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def test_client_restarting_from_the_same_port_is_served(lock):
+    kid, secret = b"phone-psk-6", os.urandom(16)
+    assert post_token(lock, psk_token(lock, kid, secret)) == cm.CREATED
+    from simlock import free_udp_port
+    port = free_udp_port()
+    start = len(lock.lines)
+    first = dtls(lock, kid.decode(), secret, port=port)[0]
+    s = Session(first)
+    resp, _ = s.request(cm.GET, "lock")
+    assert _code(resp.code) == "2.05"
+    first._socket.close()  # gone without close_notify (a crash, a reboot)
+    s = Session(dtls(lock, kid.decode(), secret, port=port)[0])
+    try:
+        resp, _ = s.request(cm.GET, "lock")
+        assert _code(resp.code) == "2.05", resp
+    finally:
+        s.close()
+    assert lock.wait_for("replaced by a new handshake", start=start)
+
+
+def test_client_vanishing_mid_handshake_frees_its_slot(tmp_path):
+    lock = SimLock(tmp_path, coaps=True, heapsize=HEAP, config={"coaps": {"sessions": 1, "handshake_s": 1}})
+    try:
+        kid, secret = b"phone-psk-7", os.urandom(16)
+        assert post_token(lock, psk_token(lock, kid, secret)) == cm.CREATED
+        # ClientHello, HelloVerifyRequest, ClientHello with the cookie,
+        # the server's flight: then the client is gone.
+        conf = mbedtls_tls.DTLSConfiguration(
+            pre_shared_key=(kid.decode(), secret), ciphers=[CCM_8], validate_certificates=False,
+            lowest_supported_version=mbedtls_tls.DTLSVersion.DTLSv1_2)
+        buf = mbedtls_tls.ClientContext(conf).wrap_buffers(server_hostname=None)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        raw.settimeout(5)
+        raw.connect(("127.0.0.1", lock.coaps_port))
+        try:
+            for _ in range(2):
+                out = b""
+                for _ in range(5):  # the buffer API wants a few steps per flight
+                    try:
+                        buf.do_handshake()
+                    except (WantReadError, WantWriteError):
+                        pass
+                    out = buf.peek_outgoing(4096)
+                    if out:
+                        break
+                buf.consume_outgoing(len(out))
+                raw.send(out)
+                buf.receive_from_network(raw.recv(4096))
+        finally:
+            raw.close()
+        # The one slot is taken by the half-done handshake...
+        with pytest.raises((TLSError, OSError)):
+            dtls(lock, kid.decode(), secret, timeout=0.5)[0].close()
+        lock.wait_for("handshake timeout", timeout=5)
+        # ...until its timeout.
+        s = Session(dtls(lock, kid.decode(), secret)[0])
+        try:
+            resp, _ = s.request(cm.GET, "lock")
+            assert _code(resp.code) == "2.05", resp
+        finally:
+            s.close()
+    finally:
+        lock.stop()

@@ -7,11 +7,11 @@ file-backed block device mounted at /flash. The actuator is simulated and
 prints every move ("EVENT ..."), so a person or a test can watch the door.
 """
 import asyncio
-import socket
 import sys
 import time
 
 import blockdev
+from coap import udp
 from lock import config
 from lock.actuator import SimActuator
 from lock.app import LockApp
@@ -33,19 +33,6 @@ def _args(argv):
         print("main.py: --bundle DIR is required")
         sys.exit(2)
     return a
-
-
-def _udp(host, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    # No SO_REUSEADDR: UDP has no TIME_WAIT to wait out, and with it a
-    # second lock on the same port would start silently and miss traffic.
-    try:
-        s.bind(socket.getaddrinfo(host, port)[0][-1])
-    except OSError as e:
-        print("FATAL: cannot bind %s:%d (%s): another lock on this port? use --port" % (host, port, e))
-        sys.exit(3)
-    s.setblocking(False)
-    return s
 
 
 def say(*args):
@@ -70,10 +57,10 @@ def main():
     endpoints = []
     if cfg.coap_enabled:
         port = int(a["port"]) if a["port"] else cfg.coap_port
-        endpoints.append((_udp(cfg.bind, port), "coap"))
+        endpoints.append((udp.bound(cfg.bind, port), "coap"))
         say("WARNING: plain CoAP (no DTLS) is enabled on %s:%d - development only" % (cfg.bind, port))
     if cfg.coaps_enabled:
-        endpoints.append((_udp(cfg.bind, cfg.coaps_port), "coaps"))
+        endpoints.append((udp.bound(cfg.bind, cfg.coaps_port), "coaps"))
         say("CoAPS (DTLS 1.2, PSK mode) on %s:%d" % (cfg.bind, cfg.coaps_port))
     if not endpoints:
         print("FATAL: no transport enabled")

@@ -44,6 +44,7 @@ _CT_CCS = const(20)
 _CT_HANDSHAKE = const(22)
 _HS_CLIENT_HELLO = const(1)
 _MAX_RECORDS = const(4)  # application records taken from one datagram
+_SMALL_RX = const(512)  # a receive on a heap with no larger block (PSK handshakes fit)
 
 
 class PskKeys:
@@ -130,6 +131,9 @@ class DtlsServer:
         self.idle_ms = idle_ms
         self.handshake_ms = handshake_ms
         self.bufsize = bufsize
+        # Plaintext lands here (recv_into): no block of a request's size is
+        # needed per datagram on a fragmented heap.
+        self.buf = bytearray(bufsize + 1)
         self.say = say
         self.now = now_ms or _uptime_ms()
         self.transport = transport
@@ -167,7 +171,10 @@ class DtlsServer:
         if p is not None:
             p.close()
             if why:
-                self._say("session %s ended: %s" % (_show(addr), why))
+                p = None
+                gc.collect()
+                self._say("session %s ended: %s, %d session(s), heap free %d" % (
+                    _show(addr), why, len(self.peers), gc.mem_free()))
 
     def _wrap(self, p):
         p.tls = self.ctx.wrap_socket(p, server_side=True, do_handshake_on_connect=False,
@@ -215,15 +222,15 @@ class DtlsServer:
         True while the wrapper is usable."""
         self.keys.asked = None
         try:
-            msg = p.tls.recv(self.bufsize)
+            msg = p.tls.recv_into(self.buf)
         except OSError as e:
             code = e.args[0] if e.args else 0
+            if code == errno.EAGAIN:
+                return True
             p.close()
             if code == _HELLO_VERIFY_REQUIRED:
                 self.verify_requests += 1
                 return False
-            if code == errno.EAGAIN:
-                return True
             self.failed += 1
             self._say("handshake/record from %s failed: %d%s" % (
                 _show(p.addr), code, "" if self.keys.asked is None else
@@ -255,7 +262,7 @@ class DtlsServer:
                 if p.tls is None:
                     break
                 try:
-                    msg = p.tls.recv(self.bufsize)
+                    msg = p.tls.recv_into(self.buf)
                 except OSError as e:
                     if not (e.args and e.args[0] == errno.EAGAIN):
                         self._drop(p.addr, "record error %s" % (e.args[0] if e.args else e))
@@ -265,48 +272,66 @@ class DtlsServer:
                 self._app(p, msg, now)
 
     def _app(self, p, msg, now):
-        if msg == b"":
+        # msg: how many plaintext bytes recv_into put in self.buf.
+        if msg == 0:
             self._drop(p.addr, "close_notify")
             return
-        out = self.server.handle(memoryview(msg), p.addr, self.transport, p.identity)
+        n = min(msg, self.bufsize)
+        out = self.server.handle(memoryview(self.buf)[:n], p.addr, self.transport, p.identity, msg > self.bufsize)
         if out is not None and p.tls is not None:
             p.tls.send(out)
 
     # The loop ---------------------------------------------------------------
     async def serve(self):
-        """Serve until cancelled (MicroPython asyncio)."""
+        """Serve until cancelled (MicroPython asyncio).
+
+        Heap (as in udp.serve): a receive allocates its buffer and then the
+        datagram; on a small, fragmented GC heap no such block may be left
+        (mbedTLS's own buffers are on the C heap on the unix and ESP32
+        ports: MICROPY_MBEDTLS_CONFIG_BARE_METAL is off; the GC heap holds
+        only the wrappers, about 0.5 KB a session). A reserve block of the receive size is kept between datagrams
+        and released for a receive that failed; failing that, the datagram
+        is taken in _SMALL_RX bytes (a longer record then fails its MAC and
+        is dropped, as any damaged record); a datagram that still cannot be
+        received is dropped into one preallocated byte, so the loop never
+        spins."""
         sock = self.sock
         sock.setblocking(False)
         sweeper = asyncio.create_task(self._sweep())
         n = self.bufsize + 64  # a record's header and MAC on top of a request
         sink = bytearray(1)
+        gc.collect()
+        reserve = _take(n)
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(sock)
+                data = None
                 try:
-                    data, addr = sock.recvfrom(n)
-                except OSError as e:
-                    if not (e.args and e.args[0] == errno.EAGAIN):
-                        self.server.report(e)
-                    continue
-                except MemoryError as e:
-                    # No room for the datagram even after a collection: drop
-                    # it (into one preallocated byte) so the loop never spins.
-                    gc.collect()
                     try:
                         data, addr = sock.recvfrom(n)
                     except MemoryError:
-                        self.server.report(e)
-                        self.dropped += 1
+                        reserve = None
+                        gc.collect()
                         try:
-                            sock.readinto(sink)
-                        except OSError:
-                            pass
-                        continue
+                            data, addr = sock.recvfrom(n)
+                        except MemoryError:
+                            data, addr = sock.recvfrom(_SMALL_RX)
+                except OSError as e:
+                    if not (e.args and e.args[0] == errno.EAGAIN):
+                        self.server.report(e)
+                except MemoryError as e:
+                    self.server.report(e)
+                    self.dropped += 1
+                    try:
+                        sock.readinto(sink)
                     except OSError:
-                        continue
-                self.datagram(data, addr)
-                data = None
+                        pass
+                if data is not None:
+                    self.datagram(data, addr)
+                    data = None
+                if reserve is None:
+                    gc.collect()
+                    reserve = _take(n)
         finally:
             sweeper.cancel()
 
@@ -317,6 +342,13 @@ class DtlsServer:
                 self.expire()
             except Exception as e:
                 self.server.report(e)
+
+
+def _take(size):
+    try:
+        return bytearray(size)
+    except MemoryError:
+        return None
 
 
 def _uptime_ms():

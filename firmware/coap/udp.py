@@ -112,6 +112,24 @@ async def serve(sock, server, transport="coap", bufsize=1152):
                 copy_reserve = _take(n)
 
 
+def bound(host, port):
+    """A board's UDP socket: non-blocking, bound to (host, port). A port
+    that cannot be bound is fatal (said, exit status 3). No SO_REUSEADDR:
+    UDP has no TIME_WAIT to wait out, and with it a second lock on the same
+    port would start silently and miss traffic. (Frozen here rather than in
+    the board's main script, whose bytecode would take GC heap.)"""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(socket.getaddrinfo(host, port)[0][-1])
+    except OSError as e:
+        print("FATAL: cannot bind %s:%d (%s): another lock on this port? use --port" % (host, port, e))
+        import sys
+        sys.exit(3)
+    s.setblocking(False)
+    return s
+
+
 def _take(size):
     try:
         return bytearray(size)
