@@ -22,8 +22,8 @@ class Lockout:
         self.penalty_ms = penalty_s * 1000
         self.capacity = capacity
         self.peers = {}  # peer -> [failures, first_ms, locked_until_ms, last_ms]
-        # Peers that find the table full of locked-out peers share one entry:
-        # many addresses at once still get one budget, not an unlimited one.
+        # Peers that find the table full of entries that still count share
+        # one entry: many addresses at once get one budget, not unlimited.
         self.overflow = None
         # The last peers that proved possession keep their own standing:
         # strangers filling the table cannot lock them out with the overflow.

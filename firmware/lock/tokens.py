@@ -97,7 +97,7 @@ class TokenStore:
         return dropped
 
     def _victim(self, peer, now_ms):
-        own = old = idle = None
+        own = old = None
         for t in self.tokens:
             who, used, at = self._info[t.hash]
             if not used:
@@ -105,9 +105,21 @@ class TokenStore:
                     own = t
                 if old is None and now_ms - at >= self.grace_ms:
                     old = t
-            elif now_ms - at >= self.idle_ms and (idle is None or at < self._info[idle.hash][2]):
-                idle = t
-        return own or old or idle
+        if own or old:
+            return own or old
+        idle = self._idlest_used()
+        if idle is not None and now_ms - self._info[idle.hash][2] >= self.idle_ms:
+            return idle
+        return None
+
+    def _idlest_used(self, but=None):
+        """The used token (other than `but`) idle longest, or None."""
+        best = None
+        for t in self.tokens:
+            i = self._info[t.hash]
+            if i[1] and t is not but and (best is None or i[2] < self._info[best.hash][2]):
+                best = t
+        return best
 
     def is_used(self, tok):
         info = self._info.get(tok.hash)
@@ -127,16 +139,11 @@ class TokenStore:
         kid = self._key_id(tok)
         for t in [t for t in self.tokens if t is not tok and self._key_id(t) == kid]:
             self._remove(t)  # the key holder chose this token: it supersedes
-        lru = None
-        n = 0
-        for t in self.tokens:
-            i = self._info[t.hash]
-            if i[1]:
-                n += 1
-                if t is not tok and (lru is None or i[2] < self._info[lru.hash][2]):
-                    lru = t
-        if n > self.capacity - self.probation and lru is not None:
-            self._remove(lru)
+        n = sum(1 for t in self.tokens if self._info[t.hash][1])
+        if n > self.capacity - self.probation:
+            lru = self._idlest_used(tok)
+            if lru is not None:
+                self._remove(lru)
         return True
 
     def _remove(self, t):

@@ -82,13 +82,12 @@ class NonceTable:
         body = block[:8]
         if not ct_equal(block[8:], _peer_digest(peer)):
             raise Refused(NONCE_UNKNOWN)
-        now = self.now_ms()
         issued = int.from_bytes(body[:5], "big")
-        if now - issued > self.ttl_ms:
+        if self.now_ms() - issued > self.ttl_ms:
             raise Refused(NONCE_EXPIRED)
         if body in self._spent or body <= self._floor:
             raise Refused(NONCE_UNKNOWN, "already used")
-        return body, issued, now
+        return body, issued
 
     def consume(self, nonce, peer=None):
         """Check `nonce` as presented by `peer` and spend it. Raises Refused:
@@ -98,7 +97,7 @@ class NonceTable:
         spent = self._spent
         for k in [k for k in spent if now - spent[k][0] > self.ttl_ms]:
             del spent[k]
-        body, issued, _ = self._check(nonce, peer)
+        body, issued = self._check(nonce, peer)
         if len(spent) >= self.capacity:
             self._evict()
         spent[body] = [issued, False]
