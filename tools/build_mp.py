@@ -53,6 +53,9 @@ VERSION_ENV = {
     "SOURCE_DATE_EPOCH": "1787063769",
 }
 
+# The variant files that set compiler flags (a change rebuilds every object).
+VARIANT_SETTINGS = ["mpconfigvariant.mk", "mpconfigvariant.h"]
+
 # Inputs besides the source pin: what goes into the interpreter.
 INPUT_DIRS = ["firmware", os.path.join("boards", "unix", "variant")]
 INPUT_FILES = [os.path.join("boards", "firmware_manifest.py"),
@@ -195,9 +198,21 @@ def _build(force, jobs, quiet):
     env.update(VERSION_ENV)
     jobs = str(jobs or max(2, os.cpu_count() or 2))
     _run(["make", "-C", os.path.join(src, "mpy-cross"), "-j", jobs], log, env=env)
+    # make does not track compiler flags: when the variant's settings change
+    # (an mbedTLS macro in CFLAGS_EXTRA, say), the objects built with the old
+    # ones would be linked again. Start that build directory afresh instead.
+    port_build = os.path.join(src, "ports", "unix", "build-" + VARIANT)
+    flags_stamp = os.path.join(port_build, ".variant-settings.sha256")
+    flags = hashlib.sha256(b"".join(_sha256_file(os.path.join(VARIANT_DIR, f)).encode()
+                                    for f in VARIANT_SETTINGS)).hexdigest()
+    old_flags = open(flags_stamp).read().strip() if os.path.exists(flags_stamp) else None
+    if old_flags != flags and os.path.exists(port_build):
+        shutil.rmtree(port_build)
     _run(["make", "-C", os.path.join(src, "ports", "unix"), "-j", jobs,
           "VARIANT_DIR=" + VARIANT_DIR, "VARIANT=" + VARIANT,
           "BUILD=build-" + VARIANT], log, env=env)
+    with open(flags_stamp, "w") as f:
+        f.write(flags + "\n")
     for exe, built in zip(exes, [os.path.join(src, "ports", "unix", "build-" + VARIANT, "micropython"),
                                  os.path.join(src, "mpy-cross", "build", "mpy-cross")]):
         shutil.copy2(built, exe + ".tmp")

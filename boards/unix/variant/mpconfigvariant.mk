@@ -9,6 +9,11 @@ LDFLAGS_EXTRA += -m32
 # mbedTLS): besides the unix defaults (PSK, ECDHE-ECDSA, GCM), CCM and CCM-8
 # and ECDHE-PSK. DTLS (HelloVerify cookies) comes with the EXTRA_FEATURES level.
 CFLAGS_EXTRA += -DMBEDTLS_CCM_C -DMBEDTLS_KEY_EXCHANGE_ECDHE_PSK_ENABLED
+# Extended master secret (RFC 7627) and encrypt-then-MAC (RFC 7366): on in
+# mbedTLS's own default configuration, which ESP-IDF's builds on, but left out
+# of MicroPython's extmod config. tinydtls (aiocoap's DTLS) insists on EMS and
+# aborts a handshake whose ServerHello lacks it with handshake_failure.
+CFLAGS_EXTRA += -DMBEDTLS_SSL_EXTENDED_MASTER_SECRET -DMBEDTLS_SSL_ENCRYPT_THEN_MAC
 
 # Bluetooth: NimBLE, the host stack of the ESP32 port, over an H4 HCI UART
 # named by the environment variable MICROPYBTUART.
