@@ -5,3 +5,4 @@
 package("trust", base_path="../firmware")
 package("coap", base_path="../firmware")
 package("lock", base_path="../firmware")
+package("ble", base_path="../firmware")

@@ -39,6 +39,24 @@ def say(*args):
     print(*args)
 
 
+def ble_up(app):
+    """The BLE transport (PROFILE sec. 5) on NimBLE over the HCI UART that
+    MICROPYBTUART names (the virtual controller of `lockctl sim --ble`);
+    without one the lock runs without BLE and says so. True if serving."""
+    import os
+    if not os.getenv("MICROPYBTUART"):
+        say("BLE: off (no MICROPYBTUART: no HCI controller; `lockctl sim --ble` starts one)")
+        return False
+    from ble import peripheral
+    try:
+        p = peripheral.start(app, say)
+    except OSError as e:
+        say("BLE: off (HCI controller %s: %s)" % (os.getenv("MICROPYBTUART"), e))
+        return False
+    asyncio.create_task(p.serve())  # runs once asyncio.run starts the loop
+    return True
+
+
 def main():
     a = _args(sys.argv)
     try:
@@ -62,7 +80,8 @@ def main():
     if cfg.coaps_enabled:
         endpoints.append((udp.bound(cfg.bind, cfg.coaps_port), "coaps"))
         say("CoAPS (DTLS 1.2, PSK mode) on %s:%d" % (cfg.bind, cfg.coaps_port))
-    if not endpoints:
+    ble = cfg.ble_enabled and ble_up(app)
+    if not endpoints and not ble:
         print("FATAL: no transport enabled")
         sys.exit(3)
     say("lock %s: boot %d, next seq %d, clock %s, door %s" % (

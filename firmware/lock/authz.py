@@ -289,6 +289,20 @@ class Authorizer:
             d.detail = str(e)
         return d
 
+    def keep(self, tok, peer):
+        """Store `tok`, presented in full in a request it authorized with
+        proof of possession, as a used token (PROFILE sec. 5: the BLE phone
+        names it by id next time). False when the store has no room for it
+        or holds a newer token of its key (the phone then sends it in full)."""
+        now_ms = self.clock.uptime_ms()
+        try:
+            self.store.add(tok, self._expired, peer, now_ms)
+        except Refused:
+            return False
+        if self.store.used(tok, now_ms):
+            self._save()
+        return True
+
     def nonce(self, peer=None):
         """A PoP nonce for `peer` (PROFILE sec. 3)."""
         return self.nonces.issue(peer)

@@ -84,7 +84,13 @@ class Config:
         self.coaps_sessions = int(coaps.get("sessions", 3))
         self.coaps_idle_ms = int(coaps.get("idle_s", 60)) * 1000
         self.coaps_handshake_ms = int(coaps.get("handshake_s", 10)) * 1000
-        self.ble_enabled = bool(d.get("ble", {}).get("enabled", False))
+        ble = d.get("ble", {})
+        self.ble_enabled = bool(ble.get("enabled", False))
+        # PROFILE sec. 5: a stalled transfer is discarded after 5 s; a phone
+        # idle that long, or connected for conn_s, makes way for the next.
+        self.ble_stall_ms = int(ble.get("stall_s", 5)) * 1000
+        self.ble_idle_ms = int(ble.get("idle_s", 5)) * 1000
+        self.ble_conn_ms = int(ble.get("conn_s", 30)) * 1000
         self.uplink = d.get("uplink", {})
         self.relock_ms = int(d.get("relock_ms", 5000))
         # Table sizes: the defaults fit the ESP32's 56 KiB heap with every

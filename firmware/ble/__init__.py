@@ -1,0 +1,1 @@
+"""BLE transport of the lock (PROFILE.md sec. 5)."""

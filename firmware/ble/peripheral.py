@@ -1,0 +1,234 @@
+"""BLE transport: the lock's GATT peripheral (PROFILE.md sec. 5) on
+MicroPython's `bluetooth` module (NimBLE on the ESP32 and in the simulator).
+
+Advertises `device_id` as the complete local name and the service UUID
+(in the scan response when both do not fit) from a random static address, and
+serves one phone at a time: while a phone is connected the lock does not
+advertise, so a second phone waits until the first is done (a connection
+that still slips in is refused: disconnected at once). A connection ends
+after `idle_ms` without a write while no message is under way, or
+`conn_ms` after it began; a message with no fragment for `stall_ms` is
+discarded (Result invalid_request, "transfer_stalled"). The lock then
+advertises again.
+
+The IRQ handler only copies: a Request write goes into the reassembly
+buffer (ble.frag: header check and copy, no parsing) and a flag wakes the
+task; while a whole message (or a fault) waits for the task, further
+writes are dropped, so the buffer never changes under it. Parsing and
+crypto run in the task.
+
+Written on `bluetooth` directly rather than micropython-lib's aioble:
+aioble's write capture queue holds 10 writes and drops the oldest beyond
+that, and NimBLE acknowledges writes before Python runs, so a request of
+more than 10 fragments sent back to back (the 17 writes of a 230-byte
+token at the default 20-byte payload) lost fragments in the simulator;
+and importing aioble took 6.3 KB of the ESP32's 56 KiB heap, which the
+ES256 verification needs.
+"""
+import asyncio
+import time
+
+import bluetooth
+from micropython import const
+
+from ble import frag
+
+_UUID = "4ab6%04x-97f7-482e-ae57-52bc6afa1e5d"
+SERVICE = bluetooth.UUID(_UUID % 1)
+CHALLENGE = bluetooth.UUID(_UUID % 2)
+REQUEST = bluetooth.UUID(_UUID % 3)
+RESULT = bluetooth.UUID(_UUID % 4)
+
+_IRQ_CENTRAL_CONNECT = const(1)
+_IRQ_CENTRAL_DISCONNECT = const(2)
+_IRQ_GATTS_WRITE = const(3)
+_IRQ_MTU_EXCHANGED = const(21)
+_F_READ = const(0x02)
+_F_WRITE_NO_RESPONSE = const(0x04)
+_F_WRITE = const(0x08)
+_F_NOTIFY = const(0x10)
+
+_ADDR_RANDOM_STATIC = const(1)   # BLE().config(addr_mode=1)
+_MTU = const(247)                # the MTU the lock offers: 244-byte ATT payloads
+_FRAGMENT_MAX = const(244)       # largest Request write taken (MTU - 3)
+_DEFAULT_MTU = const(23)         # before an MTU exchange: 20-byte payloads
+_ADV_INTERVAL_US = const(20000)
+_ADV_MAX = const(31)             # legacy advertising data or scan response
+_NAME_MAX = const(26)            # after the flags (3 bytes), the name's length and type
+
+
+def _ad(kind, value):
+    return bytes((len(value) + 1, kind)) + value
+
+
+class Peripheral:
+    """The GATT server. `access` is a ble.access.Access; `say` prints a
+    line. Times in ms. `start()` raises OSError when the radio (the HCI
+    controller) cannot be brought up."""
+
+    def __init__(self, access, device_id, say=print, stall_ms=5000, idle_ms=5000, conn_ms=30000):
+        self.access = access
+        self.name = device_id.encode()
+        self.say = say
+        self.stall_ms = stall_ms
+        self.idle_ms = idle_ms
+        self.conn_ms = conn_ms
+        self.reasm = frag.Reassembler(frag.MAX_MESSAGE, _FRAGMENT_MAX)
+        self.flag = asyncio.ThreadSafeFlag()
+        self.connections = 0   # per boot: a connection's identity is its number
+        self.conn = None       # the connection handle being served
+        self.mtu = _DEFAULT_MTU
+        self.pending = frag.MORE  # COMPLETE or a fault, waiting for the task
+        self.last_ms = 0       # ticks of the last Request fragment
+
+    def start(self):
+        """Bring the radio up, register the service, prepare advertising."""
+        b = self.ble = bluetooth.BLE()
+        b.active(True)
+        b.config(addr_mode=_ADDR_RANDOM_STATIC, mtu=_MTU)
+        b.irq(self._irq)
+        ((self.h_challenge, self.h_request, self.h_result),) = b.gatts_register_services((
+            (SERVICE, ((CHALLENGE, _F_READ | _F_NOTIFY),
+                       (REQUEST, _F_WRITE | _F_WRITE_NO_RESPONSE),
+                       (RESULT, _F_READ | _F_NOTIFY))),))
+        # One byte longer than the largest fragment: NimBLE cuts a longer
+        # write to the buffer silently, so a full buffer means "maybe cut".
+        b.gatts_set_buffer(self.h_request, _FRAGMENT_MAX + 1)
+        # Legacy advertising has 31 bytes: flags and the name go first (a
+        # phone finds the lock by name, and Bumble's virtual link delivers
+        # only the advertising data), the 128-bit service UUID with them
+        # when it fits (names of up to 8 bytes), else in the scan response.
+        n = self.name
+        adv = _ad(0x01, b"\x06")   # LE General Discoverable, BR/EDR off
+        adv += _ad(0x09, n) if len(n) <= _NAME_MAX else _ad(0x08, n[:_NAME_MAX])
+        uuid = _ad(0x07, bytes(SERVICE))
+        if len(adv) + len(uuid) <= _ADV_MAX:
+            self.adv, self.resp = adv + uuid, None
+        else:
+            self.adv, self.resp = adv, uuid
+        addr = b.config("mac")[1]
+        self.say("BLE: advertising %s from %s (random static)" % (
+            n.decode(), ":".join("%02x" % x for x in addr)))
+
+    def _irq(self, event, data):
+        # Only copies and signals (runs in the scheduler, between bytecodes).
+        if event == _IRQ_GATTS_WRITE:
+            conn, attr = data
+            if conn != self.conn or attr != self.h_request or self.pending != frag.MORE:
+                return
+            r = self.reasm.feed(self.ble.gatts_read(attr))
+            self.last_ms = time.ticks_ms()
+            if r != frag.MORE:
+                self.pending = r
+                self.flag.set()
+        elif event == _IRQ_CENTRAL_CONNECT:
+            if self.conn is None:
+                self.conn = data[0]
+                self.mtu = _DEFAULT_MTU
+                self.flag.set()
+            else:
+                self.ble.gap_disconnect(data[0])  # one phone at a time
+        elif event == _IRQ_CENTRAL_DISCONNECT:
+            if data[0] == self.conn:
+                self.conn = None
+                self.flag.set()
+        elif event == _IRQ_MTU_EXCHANGED:
+            if data[0] == self.conn:
+                self.mtu = data[1]
+
+    async def serve(self):
+        """Advertise, serve a phone, advertise again; forever."""
+        while True:
+            try:
+                self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+                while self.conn is None:
+                    await self.flag.wait()
+                self.connections += 1
+                await self._session(self.conn, "ble:%d" % self.connections)
+                await self._hang_up()
+            except Exception as e:  # the radio failed: say so, try again
+                self.say("BLE: %r" % (e,))
+                await asyncio.sleep_ms(1000)
+
+    async def _hang_up(self):
+        conn = self.conn
+        if conn is not None:
+            try:
+                self.ble.gap_disconnect(conn)
+            except OSError:
+                pass  # already gone
+            t0 = time.ticks_ms()
+            while self.conn is not None and time.ticks_diff(time.ticks_ms(), t0) < 2000:
+                await self._wait(100)
+            self.conn = None
+
+    async def _wait(self, ms):
+        try:
+            await asyncio.wait_for_ms(self.flag.wait(), ms)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _session(self, conn, peer):
+        t0 = self.last_ms = time.ticks_ms()
+        self.reasm.reset()
+        self.pending = frag.MORE
+        self._send(self.h_challenge, conn, self.access.challenge(peer))
+        while self.conn == conn:
+            p = self.pending
+            if p != frag.MORE:
+                if p == frag.COMPLETE:
+                    out, d = self.access.request(self.reasm.message(), peer)
+                    if d is not None:
+                        self.say("BLE: %s %s (%s)%s" % (d.permission, "granted" if d.granted else "denied",
+                                                      peer, "" if d.seq is None else " seq %d" % d.seq))
+                else:
+                    out = self.access.invalid(frag.FAULTS[p])
+                    self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer))
+                self.pending = frag.MORE
+                self._answer(conn, peer, out)
+                continue
+            now = time.ticks_ms()
+            left = self.conn_ms - time.ticks_diff(now, t0)
+            quiet = time.ticks_diff(now, self.last_ms)
+            if left <= 0:
+                return
+            if self.reasm.active:
+                if quiet >= self.stall_ms:
+                    self.reasm.reset()
+                    self.say("BLE: message discarded: transfer_stalled (%s)" % peer)
+                    self._answer(conn, peer, self.access.invalid("transfer_stalled"))
+                    continue
+                wait = self.stall_ms - quiet
+            else:
+                if quiet >= self.idle_ms:
+                    return  # idle: make way for the next phone
+                wait = self.idle_ms - quiet
+            await self._wait(min(wait, left))
+
+    def _send(self, handle, conn, msg):
+        # The value for reads (a long read gives it whole), and
+        # notifications cut into PROFILE sec. 5 fragments of the ATT payload.
+        self.ble.gatts_write(handle, msg)
+        for f in frag.fragments(msg, self.mtu - 3):
+            self.ble.gatts_notify(conn, handle, f)
+
+    def _answer(self, conn, peer, result):
+        """Result, then a fresh Challenge (PROFILE sec. 5: after every attempt)."""
+        self.last_ms = time.ticks_ms()
+        try:
+            self._send(self.h_result, conn, result)
+            self._send(self.h_challenge, conn, self.access.challenge(peer))
+        except OSError:
+            pass  # the phone left between its write and the answer
+
+
+def start(app, say=print):
+    """The board's hook: the peripheral of `app` (a lock.app.LockApp) with
+    its radio up and its service registered; run `serve()` in a task.
+    Raises OSError when the HCI controller cannot be opened."""
+    from ble.access import Access
+    cfg = app.cfg
+    p = Peripheral(Access(app.authz, app.actuator, cfg.resources, cfg.device_id), cfg.device_id, say,
+                   cfg.ble_stall_ms, cfg.ble_idle_ms, cfg.ble_conn_ms)
+    p.start()
+    return p
