@@ -25,7 +25,7 @@ import time
 from benchutil import ROOT, Script, kilobytes, mpy_size, previous, run_mp, smallest_heap
 
 TRUST = os.path.join(ROOT, "firmware", "trust")
-MODULES = ["p256.py", "p256_gtable.py"]
+MODULES = ["p256.py", "p256_field.py"]
 
 MP_TIMER = r"""
 import sys, time

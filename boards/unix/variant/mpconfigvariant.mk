@@ -25,3 +25,7 @@ MICROPY_PY_FFI = 0
 MICROPY_PY_BTREE = 0
 
 FROZEN_MANIFEST = $(VARIANT_DIR)/manifest.py
+
+# Frozen modules with native code (the viper P-256 field arithmetic,
+# trust/p256_field.py) are compiled for this interpreter's CPU: i386.
+MPY_CROSS_FLAGS += -march=x86

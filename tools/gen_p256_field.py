@@ -1,0 +1,615 @@
+"""Generate firmware/trust/p256_field.py: the P-256 field arithmetic in viper
+(a small register machine), its point programs and the fixed-base table.
+
+usage: python tools/gen_p256_field.py [--check]
+
+--check compares the generated text with the committed file and exits 1 if
+they differ (the tests run it); without it the file is written.
+
+Field elements (GF(p), p = 2^256 - 2^224 + 2^192 + 2^96 - 1) are 20 limbs of
+13 bits, little-endian, 40 bytes read through `ptr16`, in Montgomery form
+a*R mod p with R = 2^260, and kept redundant: any value in [0, 2^259) stands
+for its residue. Why these sizes:
+
+  * a product column sums at most 20 products of 13-bit limbs (< 2^30.33),
+    plus a carry (< 2^18) and the reduction terms (< 2^24): every
+    intermediate stays below 2^31, so the same code is right where viper's
+    `int` is a 32-bit word (ESP32, the simulator) and on 64-bit builds;
+  * p = -1 mod 2^13, so the Montgomery digit of a column is its low 13 bits,
+    and adding m*p*2^(13k) is four shifted adds into later columns
+    (2^96 = column +7 shift 5, 2^192 = +14 shift 10, -2^224 = +17 shift 3,
+    2^256 = +19 shift 9); the "-m" term only clears the low 13 bits;
+  * with inputs below 2^259 the Montgomery product is below
+    2^518/2^260 + p < 2^259: no final subtraction;
+  * additions and subtractions (with 16p added, 16p > 2^259 > b) are folded
+    back below 2^257 with 2^256 = 2^224 - 2^192 - 2^96 + 1 (mod p).
+
+The register machine (`run`) interprets a program of 4-byte instructions
+(op, dst, a, b) over a workspace of registers; the point formulas are
+programs, so a whole doubling chain or addition is one call from bytecode.
+The programs and the register numbers are defined here and emitted as bytes
+constants with their listing in comments.
+
+Plain CPython integers; the G table is checked against `cryptography` when
+it is installed.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "firmware", "trust", "p256_field.py")
+
+P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+
+NL = 20            # limbs
+LB = 13            # bits a limb
+MASK = (1 << LB) - 1
+R = 1 << (NL * LB)  # Montgomery radix 2^260
+WG = 8             # wNAF width of the fixed-base (G) half: 64 odd multiples
+# p's terms above 2^0 as (column offset, shift, sign): 2^96, 2^192, -2^224, 2^256
+RED = [(96 // LB, 96 % LB, 1), (192 // LB, 192 % LB, 1), (224 // LB, 224 % LB, -1),
+       (256 // LB, 256 % LB, 1)]
+# 2^256 mod p = 2^224 - 2^192 - 2^96 + 1: the fold of bits >= 256
+FOLD = [(0, 0, 1), (96 // LB, 96 % LB, -1), (192 // LB, 192 % LB, -1), (224 // LB, 224 % LB, 1)]
+TOP_SHIFT = 256 - LB * (NL - 1)   # bit 256 inside the top limb: 9
+
+# Opcodes
+OP_END, OP_MUL, OP_SQR, OP_ADD, OP_SUB, OP_MULS, OP_COPY, OP_ZEXIT, OP_LOOP = range(9)
+SRC = 0x80   # operand flag: register k of the source point (see run)
+
+# Workspace registers (20 limbs, 40 bytes each)
+REGS = ["SA", "SB", "X", "Y", "Z", "T0", "T1", "T2", "T3", "T4", "T5", "T6",
+        "ONE", "R2", "B", "ZERO", "D2X", "D2Y", "D2Z", "RR"]
+QREGS = 5           # a Q-table entry: X, Y, Z, Z^2, Z^3
+QW = 5              # wNAF width of the per-call (Q) half: 8 odd multiples
+QN = 1 << (QW - 2)
+REG = {name: i for i, name in enumerate(REGS)}
+REG["Q0"] = len(REGS)
+NREGS = len(REGS) + QN * QREGS
+
+
+def limbs(v):
+    return [(v >> (LB * i)) & MASK for i in range(NL)]
+
+
+def le16(v):
+    return b"".join(x.to_bytes(2, "little") for x in limbs(v))
+
+
+def mont(v):
+    return v * R % P
+
+
+# ---------------------------------------------------------------------------
+# Viper source of the register machine
+
+
+def gen_mul(out, ind, sqr):
+    """Montgomery product (or square) of SA (and SB) into z[0..18]; t is
+    left with limb 19."""
+    for k in range(2 * NL - 1):
+        terms = []
+        if sqr:
+            pairs = ["w[%d] * w[%d]" % (i, k - i) for i in range(max(0, k - NL + 1), (k + 1) // 2)]
+            if pairs:
+                terms.append("((%s) << 1)" % " + ".join(pairs))
+            if k % 2 == 0:
+                terms.append("w[%d] * w[%d]" % (k // 2, k // 2))
+        else:
+            terms += ["w[%d] * w[%d]" % (i, NL + k - i) for i in range(max(0, k - NL + 1), min(k, NL - 1) + 1)]
+        for off, sh, sign in RED:
+            j = k - off
+            if 0 <= j < NL:
+                terms.append(("- " if sign < 0 else "+ ") + "(m%d << %d)" % (j, sh))
+        expr = " + ".join(t for t in terms if not t.startswith(("+ ", "- ")))
+        for t in terms:
+            if t.startswith(("+ ", "- ")):
+                expr += " " + t
+        out.append(ind + ("t = " if k == 0 else "t += ") + expr)
+        if k < NL:
+            out.append(ind + "m%d = t & 0x1FFF" % k)
+        else:
+            out.append(ind + "z[%d] = t & 0x1FFF" % (k - NL))
+        out.append(ind + "t >>= 13")
+
+
+def gen_carry(out, ind):
+    """Carries through r0..r18; r19 keeps everything above bit 247."""
+    for i in range(NL - 1):
+        out.append(ind + "r%d += r%d >> 13" % (i + 1, i))
+        out.append(ind + "r%d &= 0x1FFF" % i)
+
+
+def gen_fold(out, ind):
+    """r (non-negative, below 2^262) -> the same residue below 2^257."""
+    gen_carry(out, ind)
+    out.append(ind + "h = r%d >> %d" % (NL - 1, TOP_SHIFT))
+    out.append(ind + "r%d &= 0x%X" % (NL - 1, (1 << TOP_SHIFT) - 1))
+    for j, sh, sign in FOLD:
+        out.append(ind + "r%d %s= h%s" % (j, "+" if sign > 0 else "-", (" << %d" % sh) if sh else ""))
+    gen_carry(out, ind)
+
+
+def gen_run():
+    o = []
+    o.append("@micropython.viper")
+    o.append("def run(w: ptr16, code: int) -> int:")
+    o += ['    """Run one program of PROGS over the workspace w (bytearray of NREGS',
+          "    registers of %d bytes); code = program offset | 0x400 if the source" % (2 * NL),
+          "    point is in GT | arg << 11. Returns 0 at END and 1 where a ZEXIT finds",
+          "    its register = 0 (mod p).",
+          "",
+          "    Instructions are 4 bytes: op, dst, a, b. Operands below 0x80 are",
+          "    workspace registers; 0x80+k is register k of the source point, at limb",
+          "    offset arg of the workspace (or of GT). LOOP jumps back to the start",
+          "    while a counter, set from arg, stays above 0 (a chain of doublings).",
+          "    MUL and SQR copy their operands to the scratch registers SA, SB first:",
+          "    viper then reads them at constant offsets from w, kept in a machine",
+          "    register. Values: Montgomery form, any representative below 2^259;",
+          "    results are again below 2^259. No bounds checks: programs, registers",
+          '    and offsets come only from p256.py and this module."""']
+    ind = "    "
+    o.append(ind + "pr = ptr8(PROGS)")
+    o.append(ind + "start = code & 0x3FF")
+    o.append(ind + "pc = start")
+    o.append(ind + "arg = code >> 11")
+    o.append(ind + "wa = int(w)")
+    o.append(ind + "ga = wa")
+    o.append(ind + "if code & 0x400:")
+    o.append(ind + "    ga = int(ptr16(GT))")
+    o.append(ind + "ga += arg << 1")
+    o.append(ind + "while True:")
+    ind = "        "
+    o.append(ind + "op = pr[pc]")
+    o.append(ind + "if op == %d:" % OP_END)
+    o.append(ind + "    return 0")
+    o.append(ind + "if op == %d:" % OP_LOOP)
+    o.append(ind + "    arg -= 1")
+    o.append(ind + "    pc += 4")
+    o.append(ind + "    if arg > 0:")
+    o.append(ind + "        pc = start")
+    o.append(ind + "    continue")
+    o.append(ind + "d = pr[pc + 1]")
+    o.append(ind + "a = pr[pc + 2]")
+    o.append(ind + "b = pr[pc + 3]")
+    o.append(ind + "pc += 4")
+    for v, p in (("d", "z"), ("a", "xa"), ("b", "xb")):
+        o.append(ind + "if %s & 0x80:" % v)
+        o.append(ind + "    %s = ptr16(ga + (%s & 0x7F) * %d)" % (p, v, 2 * NL))
+        o.append(ind + "else:")
+        o.append(ind + "    %s = ptr16(wa + %s * %d)" % (p, v, 2 * NL))
+    i2 = ind + "    "
+    # MUL / SQR
+    o.append(ind + "if op <= %d:" % OP_SQR)
+    for i in range(NL):
+        o.append(i2 + "w[%d] = xa[%d]" % (i, i))
+    o.append(i2 + "if op == %d:" % OP_MUL)
+    for i in range(NL):
+        o.append(i2 + "    w[%d] = xb[%d]" % (NL + i, i))
+    gen_mul(o, i2 + "    ", False)
+    o.append(i2 + "else:")
+    gen_mul(o, i2 + "    ", True)
+    o.append(i2 + "z[%d] = t" % (NL - 1))
+    o.append(i2 + "continue")
+    # COPY
+    o.append(ind + "if op == %d:" % OP_COPY)
+    for i in range(NL):
+        o.append(i2 + "z[%d] = xa[%d]" % (i, i))
+    o.append(i2 + "continue")
+    # linear ops
+    o.append(ind + "if op == %d:" % OP_ADD)
+    for i in range(NL):
+        o.append(i2 + "r%d = xa[%d] + xb[%d]" % (i, i, i))
+    o.append(ind + "elif op == %d:" % OP_SUB)
+    p16 = limbs(16 * P)
+    for i in range(NL):
+        o.append(i2 + "r%d = xa[%d] - xb[%d] + %d" % (i, i, i, p16[i]))
+    o.append(ind + "elif op == %d:" % OP_MULS)
+    o.append(i2 + "b = pr[pc - 1]")
+    for i in range(NL):
+        o.append(i2 + "r%d = xa[%d] * b" % (i, i))
+    o.append(ind + "else:")
+    o.append(i2 + "# ZEXIT: the residue of a below 2^256 is 0 or p")
+    for i in range(NL):
+        o.append(i2 + "r%d = xa[%d]" % (i, i))
+    gen_fold(o, i2)
+    gen_fold(o, ind)
+    o.append(ind + "if op == %d:" % OP_ZEXIT)
+    pl = limbs(P)
+    o.append(i2 + "if (%s) == 0:" % " | ".join("r%d" % i for i in range(NL)))
+    o.append(i2 + "    return 1")
+    o.append(i2 + "if (%s) == 0:" % " | ".join("(r%d ^ %d)" % (i, pl[i]) for i in range(NL)))
+    o.append(i2 + "    return 1")
+    o.append(i2 + "continue")
+    for i in range(NL):
+        o.append(ind + "z[%d] = r%d" % (i, i))
+    return o
+
+
+def gen_load():
+    o = ["@micropython.viper",
+         "def load(ws, src, arg: int):",
+         '    """Register arg >> 8 of ws = the 32 big-endian bytes of src at byte',
+         "    offset arg & 0xFF, as limbs (not Montgomery form). No bounds checks:",
+         '    the caller passes 32 readable bytes."""',
+         "    w = ptr16(ws)",
+         "    s = ptr8(src)",
+         "    d = (arg >> 8) * %d" % NL,
+         "    e = (arg & 0xFF) + 31  # the least significant byte"]
+    for i in range(NL):
+        lo = LB * i
+        parts = []
+        for byte in range(lo // 8, min((lo + LB - 1) // 8, 31) + 1):
+            sh = 8 * byte - lo
+            src = "s[e - %d]" % byte if byte else "s[e]"
+            if sh < 0:
+                parts.append("(%s >> %d)" % (src, -sh))
+            elif sh == 0:
+                parts.append(src)
+            else:
+                parts.append("(%s << %d)" % (src, sh))
+        o.append("    w[d + %d] = (%s) & 0x1FFF" % (i, " | ".join(parts)))
+    return o
+
+
+# ---------------------------------------------------------------------------
+# Point programs (Jacobian coordinates, x = X/Z^2, y = Y/Z^3, a = -3)
+
+
+def asm(lines):
+    """[(op, dst, a, b)] with register names (or 'S0'.. for source registers,
+    or ints) -> bytes, and the listing."""
+    def reg(v):
+        if isinstance(v, int):
+            return v
+        if v.startswith("S") and v[1:].isdigit():
+            return SRC + int(v[1:])
+        if v.startswith("Q") and v[1:].isdigit():
+            return REG["Q0"] + int(v[1:])
+        return REG[v]
+    names = {OP_END: "END", OP_MUL: "MUL", OP_SQR: "SQR", OP_ADD: "ADD", OP_SUB: "SUB",
+             OP_MULS: "MULS", OP_COPY: "COPY", OP_ZEXIT: "ZEXIT", OP_LOOP: "LOOP"}
+    code = b""
+    listing = []
+    for ins in lines + [(OP_END, 0, 0, 0)]:
+        op, d, a, b = (list(ins) + [0, 0, 0])[:4]
+        code += bytes([op, reg(d), reg(a), reg(b)])
+        if op in (OP_END, OP_LOOP):
+            listing.append(names[op])
+        elif op == OP_ZEXIT:
+            listing.append("ZEXIT %s" % a)
+        elif op == OP_COPY:
+            listing.append("%s = %s" % (d, a))
+        elif op == OP_MULS:
+            listing.append("%s = %d * %s" % (d, b, a))
+        elif op == OP_SQR:
+            listing.append("%s = %s^2" % (d, a))
+        else:
+            listing.append("%s = %s %s %s" % (d, a, {OP_MUL: "*", OP_ADD: "+", OP_SUB: "-"}[op], b))
+    return code, listing
+
+
+M, S, A, U, C, K, Z_, L = OP_MUL, OP_SQR, OP_ADD, OP_SUB, OP_MULS, OP_COPY, OP_ZEXIT, OP_LOOP
+
+# Doubling, a = -3 (dbl-2001-b, EFD), 4M + 4S; LOOP repeats it arg times.
+DBL = [
+    (S, "T0", "Z"),               # delta = Z^2
+    (S, "T1", "Y"),               # gamma = Y^2
+    (M, "T2", "X", "T1"),         # beta = X*gamma
+    (U, "T3", "X", "T0"),
+    (A, "T4", "X", "T0"),
+    (M, "T3", "T3", "T4"),
+    (C, "T3", "T3", 3),           # alpha = 3(X - delta)(X + delta)
+    (M, "Z", "Y", "Z"),
+    (A, "Z", "Z", "Z"),           # Z3 = 2YZ
+    (C, "T4", "T2", 8),
+    (S, "X", "T3"),
+    (U, "X", "X", "T4"),          # X3 = alpha^2 - 8 beta
+    (C, "T2", "T2", 4),
+    (U, "T2", "T2", "X"),
+    (M, "T2", "T3", "T2"),
+    (S, "T1", "T1"),
+    (C, "T1", "T1", 8),
+    (U, "Y", "T2", "T1"),         # Y3 = alpha(4 beta - X3) - 8 gamma^2
+]
+
+
+def madd(neg):
+    """(X, Y, Z) += (S0, +-S1) affine (madd-2004-hmv, EFD), 8M + 3S. ZEXIT
+    leaves X, Y, Z untouched when H = 0 (T2 holds S2, for MRZ)."""
+    return [
+        (S, "T0", "Z"),                # Z1Z1
+        (M, "T1", "S0", "T0"),         # U2 = x2 Z1^2
+        (M, "T2", "Z", "T0"),
+        (M, "T2", "S1", "T2"),         # S2 = y2 Z1^3
+    ] + ([(U, "T2", "ZERO", "T2")] if neg else []) + [
+        (U, "T1", "T1", "X"),          # H = U2 - X1
+        (Z_, 0, "T1"),
+        (U, "T2", "T2", "Y"),          # R = S2 - Y1
+        (S, "T3", "T1"),               # HH
+        (M, "T4", "T1", "T3"),         # HHH
+        (M, "T3", "X", "T3"),          # V = X1 HH
+        (M, "Z", "Z", "T1"),           # Z3 = Z1 H
+        (S, "X", "T2"),
+        (U, "X", "X", "T4"),
+        (U, "X", "X", "T3"),
+        (U, "X", "X", "T3"),           # X3 = R^2 - HHH - 2V
+        (U, "T3", "T3", "X"),
+        (M, "T3", "T2", "T3"),
+        (M, "T4", "Y", "T4"),
+        (U, "Y", "T3", "T4"),          # Y3 = R(V - X3) - Y1 HHH
+    ]
+
+
+def jadd(neg):
+    """(X, Y, Z) += (S0, +-S1, S2) Jacobian, with S3 = S2^2 and S4 = S2^3
+    cached (add-1998-cmo-2, EFD), 11M + 3S. ZEXIT leaves X, Y, Z untouched
+    when H = 0 (T2 holds S2 and T6 S1, for JRZ)."""
+    return [
+        (S, "T0", "Z"),                # Z1Z1
+        (M, "T1", "S0", "T0"),         # U2 = X2 Z1^2
+        (M, "T5", "X", "S3"),          # U1 = X1 Z2^2
+        (M, "T2", "Z", "T0"),
+        (M, "T2", "S1", "T2"),         # S2 = Y2 Z1^3
+    ] + ([(U, "T2", "ZERO", "T2")] if neg else []) + [
+        (M, "T6", "Y", "S4"),          # S1 = Y1 Z2^3
+        (U, "T1", "T1", "T5"),         # H = U2 - U1
+        (Z_, 0, "T1"),
+        (U, "T2", "T2", "T6"),         # R = S2 - S1
+        (S, "T3", "T1"),               # HH
+        (M, "T4", "T1", "T3"),         # HHH
+        (M, "T3", "T5", "T3"),         # V = U1 HH
+        (M, "Z", "Z", "S2"),
+        (M, "Z", "Z", "T1"),           # Z3 = Z1 Z2 H
+        (S, "X", "T2"),
+        (U, "X", "X", "T4"),
+        (U, "X", "X", "T3"),
+        (U, "X", "X", "T3"),           # X3 = R^2 - HHH - 2V
+        (U, "T3", "T3", "X"),
+        (M, "T3", "T2", "T3"),
+        (M, "T4", "T6", "T4"),
+        (U, "Y", "T3", "T4"),          # Y3 = R(V - X3) - S1 HHH
+    ]
+
+
+PROGRAMS = {
+    "DBLN": (DBL + [(L,)], "arg doublings of (X, Y, Z) (arg >= 1)"),
+    "MADD": (madd(False), "(X, Y, Z) += G-table point at arg (arg < 0); 1 if H = 0"),
+    "MADDN": (madd(True), "(X, Y, Z) -= G-table point at arg; 1 if H = 0"),
+    "MRZ": ([(U, "T2", "T2", "Y"), (Z_, 0, "T2")], "after MADD* gave 1: 1 if R = 0 too (doubling)"),
+    "JADD": (jadd(False), "(X, Y, Z) += Q-table entry at arg (arg >= 0); 1 if H = 0"),
+    "JADDN": (jadd(True), "(X, Y, Z) -= Q-table entry at arg; 1 if H = 0"),
+    "JRZ": ([(U, "T2", "T2", "T6"), (Z_, 0, "T2")], "after JADD* gave 1: 1 if R = 0 too"),
+    "GLOAD": ([(K, "X", "S0"), (K, "Y", "S1"), (K, "Z", "ONE")], "(X, Y, Z) = G-table point at arg"),
+    "GLOADN": ([(K, "X", "S0"), (U, "Y", "ZERO", "S1"), (K, "Z", "ONE")], "(X, Y, Z) = -(G-table point)"),
+    "QLOAD": ([(K, "X", "S0"), (K, "Y", "S1"), (K, "Z", "S2")], "(X, Y, Z) = Q-table entry at arg"),
+    "QLOADN": ([(K, "X", "S0"), (U, "Y", "ZERO", "S1"), (K, "Z", "S2")], "(X, Y, Z) = -(Q-table entry)"),
+    # Q0 x, y loaded raw (not Montgomery) -> Montgomery, Z = Z^2 = Z^3 = 1,
+    # 1 if on the curve (y^2 = x^3 - 3x + b), and 2Q in D2X, D2Y, D2Z.
+    "QINIT": ([
+        (M, "Q0", "Q0", "R2"),
+        (M, "Q1", "Q1", "R2"),
+        (K, "Q2", "ONE"), (K, "Q3", "ONE"), (K, "Q4", "ONE"),
+        (K, "X", "Q0"), (K, "Y", "Q1"), (K, "Z", "ONE"),
+    ] + DBL + [
+        (K, "D2X", "X"), (K, "D2Y", "Y"), (K, "D2Z", "Z"),
+        (S, "T0", "Q1"),
+        (S, "T1", "Q0"),
+        (M, "T1", "T1", "Q0"),
+        (C, "T2", "Q0", 3),
+        (U, "T1", "T1", "T2"),
+        (A, "T1", "T1", "B"),
+        (U, "T0", "T0", "T1"),
+        (Z_, 0, "T0"),
+    ], "Q to Montgomery form, 2Q; 1 if Q is on the curve"),
+    # Entry k+1 = entry k (at arg) + 2Q; 1 (H = 0) cannot happen for a
+    # point of prime order n > 15.
+    "QSTEP": ([(K, "X", "D2X"), (K, "Y", "D2Y"), (K, "Z", "D2Z")] + jadd(False) + [
+        (K, "S5", "X"), (K, "S6", "Y"), (K, "S7", "Z"),
+        (S, "S8", "Z"),
+        (M, "S9", "S8", "Z"),
+    ], "Q-table entry after the one at arg = it + 2Q"),
+    # RR loaded raw: 1 if RR * Z^2 = X (mod p), i.e. x(R) = RR.
+    "CHECKR": ([
+        (M, "RR", "RR", "R2"),
+        (S, "T0", "Z"),
+        (M, "T0", "T0", "RR"),
+        (U, "T0", "T0", "X"),
+        (Z_, 0, "T0"),
+    ], "1 if x(X, Y, Z) = RR (RR loaded raw)"),
+}
+
+
+def gtable():
+    """Affine odd multiples 1G, 3G, ..., (2^(WG-1)-1)G."""
+    def add(p1, p2):
+        (x1, y1), (x2, y2) = p1, p2
+        if p1 == p2:
+            lam = (3 * x1 * x1 - 3) * pow(2 * y1, -1, P) % P
+        else:
+            lam = (y2 - y1) * pow(x2 - x1, -1, P) % P
+        x3 = (lam * lam - x1 - x2) % P
+        return x3, (lam * (x1 - x3) - y1) % P
+    g = (GX, GY)
+    g2 = add(g, g)
+    pts = [g]
+    while len(pts) < 1 << (WG - 2):
+        pts.append(add(pts[-1], g2))
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ec
+    except ImportError:
+        return pts
+    for i, (x, y) in enumerate(pts):
+        pub = ec.derive_private_key(2 * i + 1, ec.SECP256R1()).public_key().public_numbers()
+        if (pub.x, pub.y) != (x, y):
+            raise SystemExit("G table mismatch at %dG" % (2 * i + 1))
+    return pts
+
+
+def bytes_lines(name, raw, comment):
+    out = ["# " + comment, name + " = ("]
+    for i in range(0, len(raw), 40):
+        out.append('    b"' + "".join("\\x%02x" % c for c in raw[i:i + 40]) + '"')
+    out.append(")")
+    return out
+
+
+INT_FALLBACK = '''# CPython (host tests) has no viper: run() and load() there are this
+# emulation of the same machine on Python ints, over the same workspace
+# layout, tables and programs; registers hold canonical residues.
+_P = %d
+_RINV = %d
+_SEEN = {}  # limb bytes -> int, for the values run() wrote
+
+
+def _get(buf, off):
+    raw = bytes(buf[2 * off:2 * off + %d])
+    v = _SEEN.get(raw)
+    if v is None:
+        v = 0
+        for i in range(%d, -1, -2):
+            v = (v << %d) | raw[i - 1] | (raw[i] << 8)
+    return v
+
+
+def _put(buf, off, v):
+    raw = _pack("<%dH", *[(v >> (%d * i)) & 0x%X for i in range(%d)])
+    if len(_SEEN) > 4096:
+        _SEEN.clear()
+    _SEEN[raw] = v
+    buf[2 * off:2 * off + %d] = raw
+
+
+def _run_int(w, code):
+    start = pc = code & 0x3FF
+    arg = code >> 11
+    g = GT if code & GSRC else w
+    while True:
+        op, d, a, b = PROGS[pc:pc + 4]
+        pc += 4
+        if op == %d:
+            return 0
+        if op == %d:
+            arg -= 1
+            if arg > 0:
+                pc = start
+            continue
+        ops = []
+        for r in (d, a, b):
+            ops.append((g, arg + (r & 0x7F) * %d) if r & 0x80 else (w, r * %d))
+        x = _get(*ops[1])
+        if op == %d:
+            v = x * _get(*ops[2]) * _RINV
+        elif op == %d:
+            v = x * x * _RINV
+        elif op == %d:
+            v = x + _get(*ops[2])
+        elif op == %d:
+            v = x - _get(*ops[2])
+        elif op == %d:
+            v = x * b
+        elif op == %d:
+            v = x
+        elif x %% _P == 0:
+            return 1
+        else:
+            continue
+        _put(ops[0][0], ops[0][1], v %% _P)
+
+
+def _load_int(w, src, arg):
+    o = arg & 0xFF
+    _put(w, (arg >> 8) * %d, int.from_bytes(bytes(src[o:o + 32]), "big"))
+
+
+if sys.implementation.name != "micropython":
+    from struct import pack as _pack
+
+    run = _run_int
+    load = _load_int
+''' % (P, pow(R, -1, P), 2 * NL, 2 * NL - 1, LB, NL, LB, MASK, NL, 2 * NL, OP_END, OP_LOOP, NL, NL, OP_MUL, OP_SQR,
+       OP_ADD, OP_SUB, OP_MULS, OP_COPY, NL)
+
+
+def generate():
+    o = ['"""P-256 field arithmetic in viper (trust core / crypto): a register machine',
+         "over GF(p) in Montgomery form, the point programs p256.py runs on it, and",
+         "the fixed-base table.",
+         "",
+         "Generated by tools/gen_p256_field.py (read its docstring for the number",
+         "representation and the bounds); do not edit by hand.",
+         "",
+         "Under CPython (host tests) run() and load() are an emulation on Python",
+         "ints (at the end of this module): same programs, tables and layout.",
+         '"""',
+         "",
+         "import sys",
+         "",
+         "import micropython",
+         "",
+         'if sys.implementation.name != "micropython":',
+         "    ptr16 = None  # viper's type, named in an annotation of run()",
+         "",
+         "NREGS = %d  # workspace registers, %d bytes each" % (NREGS, 2 * NL),
+         "WG = %d  # wNAF width of the G table" % WG,
+         "WQ = %d  # wNAF width of the Q table" % QW,
+         "QREGS = %d  # registers per Q-table entry: X, Y, Z, Z^2, Z^3" % QREGS,
+         "# register numbers"]
+    for name in REGS:
+        o.append("%s = %d" % ("R_" + name, REG[name]))
+    o.append("R_Q0 = %d  # Q-table entry k at R_Q0 + QREGS * k" % REG["Q0"])
+    o.append("")
+    consts = b"".join(le16(v) for v in (mont(1), R * R % P, mont(B), 0))
+    o += bytes_lines("CONSTS", consts, "ONE, R2, B, ZERO: registers R_ONE..R_ZERO at start "
+                     "(Montgomery 1, R^2 mod p, Montgomery b, 0)")
+    o.append("")
+    progs = b""
+    o.append("# The programs, one bytes constant (PROGS); each name is its offset.")
+    for name, (prog, doc) in PROGRAMS.items():
+        code, listing = asm(prog)
+        o.append("# %s: %s" % (name, doc))
+        for i in range(0, len(listing), 6):
+            o.append("#   " + "; ".join(listing[i:i + 6]))
+        o.append("%s = %d" % (name, len(progs)))
+        progs += code
+    if len(progs) > 0x3FF:
+        raise SystemExit("programs too long for the 10-bit offset of run()")
+    o.append("")
+    o += bytes_lines("PROGS", progs, "all programs, 4 bytes an instruction")
+    o.append("GSRC = 0x400  # run(): the source point is in GT")
+    o.append("")
+    pts = gtable()
+    raw = b"".join(le16(mont(x)) + le16(mont(y)) for x, y in pts)
+    o += bytes_lines("GT", raw, "(2k+1)G for k = 0..%d: Montgomery x then y, 40 bytes each "
+                     "(point k at limb offset %d k)" % (len(pts) - 1, 2 * NL))
+    o.append("")
+    o.append("")
+    o += gen_run()
+    o.append("")
+    o.append("")
+    o += gen_load()
+    o.append("")
+    o.append("")
+    o += INT_FALLBACK.splitlines()
+    o.append("")
+    return "\n".join(o)
+
+
+def main():
+    text = generate()
+    if "--check" in sys.argv[1:]:
+        with open(OUT) as f:
+            same = f.read() == text
+        print("%s is %s" % (OUT, "up to date" if same else "NOT what the generator gives"))
+        sys.exit(0 if same else 1)
+    with open(OUT, "w") as f:
+        f.write(text)
+    print("wrote %s (%d bytes)" % (OUT, len(text)))
+
+
+if __name__ == "__main__":
+    main()
