@@ -20,7 +20,8 @@ $(SYSSTAMP): tools/sysdeps.sh
 
 sysdeps: $(SYSSTAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# After sysdeps: a requirement builds from source with the tools it installs.
+$(STAMP): requirements.txt pyproject.toml $(SYSSTAMP)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt

@@ -2,7 +2,10 @@
 # System packages the build and the tests need (Debian/Ubuntu names):
 #   gcc-multilib  the simulator's interpreter is a 32-bit (-m32) build
 #   make, pkg-config  MicroPython's build
-#   libcoap3-bin  coap-client-notls, a real CoAP peer in the end-to-end tests
+#   libcoap3-bin  coap-client-notls, -openssl and -gnutls: real CoAP and CoAPS
+#                 peers in the end-to-end tests
+#   autoconf, automake  building DTLSSocket (requirements.txt) from source:
+#                 its setup runs tinydtls's autogen.sh (autoreconf)
 # Installs the missing ones with apt-get when it can (root, or sudo without a
 # password); otherwise stops on one line that names them.
 set -u
@@ -10,7 +13,11 @@ missing() {
     need=()
     command -v make >/dev/null 2>&1 || need+=(make)
     command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-    command -v coap-client-notls >/dev/null 2>&1 || need+=(libcoap3-bin)
+    for c in coap-client-notls coap-client-openssl coap-client-gnutls; do
+        command -v $c >/dev/null 2>&1 || { need+=(libcoap3-bin); break; }
+    done
+    command -v autoreconf >/dev/null 2>&1 || need+=(autoconf)
+    command -v automake >/dev/null 2>&1 || need+=(automake)
     probe=$(mktemp -d)
     printf 'int main(void){return 0;}\n' > "$probe/t.c"
     gcc -m32 -o "$probe/t" "$probe/t.c" >/dev/null 2>&1 || need+=(gcc-multilib)
