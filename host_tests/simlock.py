@@ -30,11 +30,13 @@ def free_udp_port():
 
 class SimLock:
     def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
-                 start=True, coaps=False, **prov):
+                 start=True, coaps=False, ble=False, **prov):
         """`start=False`: provision the bundle (and mint tokens for it) but
         start no process; `start()` starts it later. `coaps`: also serve
         CoAPS (DTLS) on a free port (`coaps_port`); off by default, so
-        parallel locks never share 5684."""
+        parallel locks never share 5684. `ble`: also serve BLE, on a virtual
+        controller pair of its own (lockctl.blelink: the lock's controller on
+        a pty, phones at tcp-client:127.0.0.1:`ble_port`, `ble_transport`)."""
         self.dir = str(tmpdir)
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
@@ -44,8 +46,15 @@ class SimLock:
         self.cfg, self.as_key = load_bundle(self.bundle)
         if config:
             self.cfg.update(config)
+            self.cfg["coap"] = dict(self.cfg["coap"], port=self.port)
         # config may set the DTLS table ("sessions", "idle_s", "handshake_s").
         self.cfg["coaps"] = dict(self.cfg["coaps"], enabled=bool(coaps), port=self.coaps_port or 5684)
+        self.link = None
+        if ble:
+            self.cfg["ble"] = dict(self.cfg.get("ble", {}), enabled=True)
+            from lockctl.ble import start_link
+            self.link, self.ble_pty, self.ble_port = start_link(os.path.join(self.dir, "hci"), 0)
+            self.ble_transport = "tcp-client:127.0.0.1:%d" % self.ble_port
         with open(os.path.join(self.bundle, "lock.json"), "w") as f:
             json.dump(self.cfg, f, indent=2)
         self.device_id = device_id
@@ -65,6 +74,8 @@ class SimLock:
         env = sim_env()
         if self.mpypath:
             env["MICROPYPATH"] = self.mpypath
+        if self.link:
+            env["MICROPYBTUART"] = self.ble_pty
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                      text=True, bufsize=1)
         # The reader keeps its own process and list: a killed process's last
@@ -112,6 +123,9 @@ class SimLock:
 
     def stop(self):
         self.kill()
+        if self.link and self.link.poll() is None:
+            self.link.kill()
+            self.link.wait(10)
 
     # Tokens -------------------------------------------------------------
     def claims(self, over=None, client=None):

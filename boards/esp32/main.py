@@ -71,6 +71,14 @@ def main():
         s.setblocking(False)
         endpoints.append((s, "coap"))
         print("WARNING: plain CoAP enabled (development only)")
+    if cfg.ble_enabled:
+        # PROFILE sec. 5: the GATT peripheral on the ESP32's NimBLE; a
+        # radio that does not come up leaves the lock on its other transports.
+        from ble import peripheral
+        try:
+            asyncio.create_task(peripheral.start(app).serve())
+        except OSError as e:
+            print("BLE: off (%s)" % e)
     asyncio.run(app.run(endpoints))
 
 

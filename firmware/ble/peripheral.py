@@ -32,6 +32,7 @@ import bluetooth
 from micropython import const
 
 from ble import frag
+from trust import reasons
 
 _UUID = "4ab6%04x-97f7-482e-ae57-52bc6afa1e5d"
 SERVICE = bluetooth.UUID(_UUID % 1)
@@ -179,8 +180,9 @@ class Peripheral:
                 if p == frag.COMPLETE:
                     out, d = self.access.request(self.reasm.message(), peer)
                     if d is not None:
-                        self.say("BLE: %s %s (%s)%s" % (d.permission, "granted" if d.granted else "denied",
-                                                      peer, "" if d.seq is None else " seq %d" % d.seq))
+                        self.say("BLE: %s %s (%s)%s" % (
+                            d.permission, "granted" if d.granted else "denied " + reasons.name(d.reason),
+                            peer, "" if d.seq is None else " seq %d" % d.seq))
                 else:
                     out = self.access.invalid(frag.FAULTS[p])
                     self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer))

@@ -52,24 +52,35 @@ def fragments(msg, payload):
 
 
 class Reassembly:
-    """Notifications of one framed message (Result, Challenge) -> its bytes."""
+    """Notifications of framed messages (Result, Challenge) -> whole
+    messages, in order: `await get()`."""
 
     def __init__(self):
         self.parts = []
         self.seq = 0
-        self.done = asyncio.get_running_loop().create_future()
+        self.messages = asyncio.Queue()
 
     def on_value(self, value):
-        if self.done.done() or not value:
+        if not value:
             return
         h = value[0]
         if (h & 0x7F) != self.seq:
-            self.done.set_exception(BleError("notification fragment %d, expected %d" % (h & 0x7F, self.seq)))
+            self.parts = []
+            self.seq = 0
+            self.messages.put_nowait(BleError("notification fragment %d, expected %d" % (h & 0x7F, self.seq)))
             return
         self.parts.append(bytes(value[1:]))
         self.seq = (self.seq + 1) & 0x7F
         if h & LAST:
-            self.done.set_result(b"".join(self.parts))
+            self.messages.put_nowait(b"".join(self.parts))
+            self.parts = []
+            self.seq = 0
+
+    async def get(self):
+        m = await self.messages.get()
+        if isinstance(m, Exception):
+            raise m
+        return m
 
 
 class Result:
@@ -125,10 +136,9 @@ class BlePhone:
 
     async def __aexit__(self, *exc):
         try:
-            await self.device.power_off() if hasattr(self.device, "power_off") else None
+            await asyncio.wait_for(self._transport.close(), 2)
         except Exception:
             pass
-        await self._transport.close()
 
     async def find(self, name):
         """Scan (active, for the scan response) until a connectable
@@ -169,29 +179,48 @@ class BlePhone:
         `key`: the PoP key (cryptography EC private key); `mtu`: exchange
         this MTU first (None: the default 23, 20-byte payloads).
         `message(nonce)`: build the Request bytes instead (tests);
-        `fault`: a coroutine fault(peer, request characteristic, fragments)
-        that sends the fragments itself (tests of transport faults), whose
-        return value replaces the Result (None: wait for the Result).
+        `fault`: a coroutine fault(peer, request characteristic, fragments,
+        results) that sends the fragments itself (tests of transport
+        faults); `await results.get()` is the next Result's bytes; what it
+        returns replaces the Result (None: wait for the Result).
         Returns a Result; raises BleError."""
         from bumble.device import Peer
-        addr = await self.find(device_id)
-        t0 = time.perf_counter()
-        try:
-            conn = await asyncio.wait_for(self.device.connect(addr), self.timeout)
-        except (asyncio.TimeoutError, Exception) as e:
-            raise BleError("cannot connect to %s: %s" % (addr, e))
-        t1 = time.perf_counter()
-        try:
-            return await asyncio.wait_for(
-                self._exchange(Peer(conn), device_id, permission, token, key, id_only, mtu, message, fault,
-                               t0, t1), self.timeout)
-        except asyncio.TimeoutError:
-            raise BleError("no Result from the lock within %.0f s" % self.timeout)
-        finally:
+        for tries in range(3):
+            addr = await self.find(device_id)
+            t0 = time.perf_counter()
             try:
-                await conn.disconnect()
-            except Exception:
-                pass
+                conn = await asyncio.wait_for(self.device.connect(addr), self.timeout)
+            except (asyncio.TimeoutError, Exception) as e:
+                raise BleError("cannot connect to %s: %s" % (addr, e))
+            t1 = time.perf_counter()
+            gone = asyncio.get_running_loop().create_future()
+            conn.on("disconnection", lambda reason: gone.done() or gone.set_result(reason))
+            self.sent = 0
+            work = asyncio.ensure_future(asyncio.wait_for(
+                self._exchange(Peer(conn), device_id, permission, token, key, id_only, mtu, message, fault,
+                               t0, t1), self.timeout))
+            try:
+                await asyncio.wait([work, gone], return_when=asyncio.FIRST_COMPLETED)
+                if not work.done():
+                    # (a fault of ours may have hung up itself: its answer comes next)
+                    await asyncio.wait([work], timeout=0.5)
+                if work.done():
+                    try:
+                        return work.result()
+                    except asyncio.TimeoutError:
+                        raise BleError("no Result from the lock within %.0f s" % self.timeout)
+                work.cancel()
+                if self.sent:
+                    raise BleError("the lock ended the connection (HCI reason 0x%02x)" % gone.result())
+                # Hung up before we wrote anything: the lock serves one phone
+                # at a time and this one came second; try again.
+            finally:
+                if not gone.done():
+                    try:
+                        await asyncio.wait_for(conn.disconnect(), 2)
+                    except Exception:
+                        pass
+        raise BleError("the lock kept hanging up (busy with other phones?)")
 
     async def _exchange(self, peer, device_id, permission, token, key, id_only, mtu, message, fault, t0, t1):
         if mtu:
@@ -210,6 +239,8 @@ class BlePhone:
             chars[u] = c[0]
         result = Reassembly()
         await peer.subscribe(chars[RESULT], result.on_value)
+        self.challenges = Reassembly()  # the fresh Challenge after each attempt
+        await peer.subscribe(chars[CHALLENGE], self.challenges.on_value)
         challenge = cbor2.loads(await peer.read_value(chars[CHALLENGE]))
         if not (isinstance(challenge, list) and len(challenge) == 2 and challenge[0] == device_id
                 and isinstance(challenge[1], bytes)):
@@ -222,6 +253,7 @@ class BlePhone:
             proof = cbor2.loads(ch.pop_proof(key, device_id, nonce, permission, tid))
             msg = cbor2.dumps([tid if id_only else token, permission, proof[0], proof[1]])
         frags = fragments(msg, payload)
+        self.sent = 1
         if fault is not None:
             out = await fault(peer, chars[REQUEST], frags, result)
             if out is not None:
@@ -229,7 +261,7 @@ class BlePhone:
         else:
             for f in frags:
                 await peer.write_value(chars[REQUEST], f, with_response=True)
-        raw = await result.done
+        raw = await result.get()
         return Result(raw, len(frags), t1 - t0, time.perf_counter() - t1, mtu or 23, id_only)
 
 

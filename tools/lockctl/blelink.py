@@ -107,6 +107,12 @@ def main(argv=None):
 
     def ready(path, port):
         print("BLELINK pty=%s port=%d" % (path, port), flush=True)
+        if a.parent:
+            # Whoever read that line may be gone (lockctl sim execs the
+            # lock): nothing more is written to its pipe.
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
 
     async def run():
         task = asyncio.ensure_future(serve(a.pty, a.port, ready=ready))

@@ -251,8 +251,21 @@ def cmd_sim(a):
         cmd = sim_command(bundle, flash, extra)
     except RuntimeError as e:
         _die(str(e))
+    env = sim_env()
+    if a.ble:
+        # The controllers live in a child that ends with the lock (execve
+        # keeps this pid): the lock's HCI UART is their pty.
+        from .ble import DEFAULT_PORT, BleError, start_link
+        try:
+            _, pty_path, ble_port = start_link(os.path.join(state, "hci"), a.ble_port or DEFAULT_PORT,
+                                               parent=os.getpid())
+        except BleError as e:
+            _die(str(e))
+        env["MICROPYBTUART"] = pty_path
+        print("BLE: virtual controllers up; phones: lockctl ble --transport tcp-client:127.0.0.1:%d "
+              "(the default for port 5695)" % ble_port, flush=True)
     try:
-        os.execve(cmd[0], cmd, sim_env())
+        os.execve(cmd[0], cmd, env)
     except OSError as e:
         _die("cannot start %s: %s" % (cmd[0], e))
 
@@ -313,7 +326,7 @@ def main(argv=None):
     s.add_argument("action", choices=("discover", "upload", "status", "unlock", "lock", "log"))
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=None, help="default 5683 (coap), 5684 (coaps)")
-    s.add_argument("--scheme", choices=("coap", "coaps"), default="coap",
+    s.add_argument("--scheme", choices=("coap", "coaps"), default="coaps",
                    help="coaps: DTLS 1.2, PSK mode with --psk-identity/--psk, else certificate "
                         "mode (the lock's certificate must be the one in --bundle)")
     s.add_argument("--psk-identity", help="hex: the psk identity (the kid of a --psk token)")
@@ -333,7 +346,14 @@ def main(argv=None):
     s.add_argument("--default", action="store_true", help="use the embedded default bundle")
     s.add_argument("--state", help="directory for the flash image (default var/sim/BUNDLE_NAME)")
     s.add_argument("--port", type=int)
+    s.add_argument("--ble", action="store_true",
+                   help="start the virtual BLE controller pair (lockctl.blelink) and give the lock its "
+                        "pty; phones use `lockctl ble` (its default --transport)")
+    s.add_argument("--ble-port", type=int, default=None, help="TCP port of the phones' side (default 5695)")
     s.set_defaults(fn=cmd_sim)
+
+    from .ble import add_parser as add_ble_parser
+    add_ble_parser(sub)
 
     s = sub.add_parser("deploy", help="copy firmware (.mpy for xtensawin) and a bundle to an ESP32 with mpremote")
     s.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
