@@ -1,0 +1,134 @@
+"""Benchmark of the BLE transport (PROFILE.md sec. 5): the simulated lock on
+NimBLE over Bumble's virtual controller pair, the Bumble phone of
+`lockctl ble`.
+
+usage: .venv/bin/python bench/bench_ble.py [--unlocks N]
+
+Prints (figures only, nothing asserted):
+  - unlock time from the connect call to the whole Result, p50 and p99 over
+    N unlocks each: full token and token id only, at the default 20-byte
+    ATT payload (MTU 23) and at 244 bytes (MTU 247), with the ATT writes
+    each Request needs. The virtual link has no radio timing (no connection
+    interval, no air time): on a phone and an ESP32 each ATT write with
+    response costs about one or two connection intervals (7.5-50 ms);
+  - the free heap at READY on the ESP32's heap with BLE off and on (the
+    same bundle, CoAPS on), i.e. what the BLE transport takes;
+  - the smallest `-X heapsize` under which the lock, with BLE and CoAPS
+    both on, serves a full-token unlock, three id-only unlocks and a
+    full-token unlock of a second phone over BLE.
+"""
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import sys
+import tempfile
+
+from benchutil import ROOT, kilobytes, smallest
+
+sys.path[:0] = [os.path.join(ROOT, "firmware"), os.path.join(ROOT, "host_tests", "shims", "cpython")]
+
+from lockctl import ble  # noqa: E402
+from lockctl import cose_host as ch  # noqa: E402
+from lockctl.interp import ESP32_HEAP_BYTES  # noqa: E402
+from simlock import SimLock  # noqa: E402
+
+
+def ready_heap(lock):
+    for line in lock.lines:
+        m = re.match(r"heap: (\d+) of (\d+) bytes free", line)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+async def _attempt(lock, tok, key, **kw):
+    async with ble.BlePhone(lock.ble_transport) as p:
+        return await p.attempt(lock.device_id, "unlock", tok, key, **kw)
+
+
+def timings(lock, n):
+    key = ch.gen_key()
+    tok = lock.token(key)
+    out = {}
+
+    async def go():
+        first = await _attempt(lock, tok, key)    # stores the token
+        if not first.granted:
+            raise SystemExit("bench_ble: first unlock refused: %s" % first.describe())
+        for id_only in (False, True):
+            for mtu in (None, 247):
+                ms = []
+                writes = None
+                for _ in range(n):
+                    r = await _attempt(lock, tok, key, id_only=id_only, mtu=mtu)
+                    if not r.granted:
+                        raise SystemExit("bench_ble: unlock refused: %s" % r.describe())
+                    ms.append((r.connect_s + r.result_s) * 1000)
+                    writes = r.writes
+                out[(id_only, mtu)] = (ms, writes, len(tok))
+    asyncio.run(go())
+    return out
+
+
+def flow_ok(k):
+    with tempfile.TemporaryDirectory() as d:
+        lock = SimLock(d, ble=True, coaps=True, heapsize=k * 1024, start=False)
+        try:
+            try:
+                lock.start()
+            except AssertionError:
+                return False
+            k1, k2 = ch.gen_key(), ch.gen_key()
+            t1, t2 = lock.token(k1), lock.token(k2)
+
+            async def go():
+                rs = [await _attempt(lock, t1, k1)]
+                for _ in range(3):
+                    rs.append(await _attempt(lock, t1, k1, id_only=True))
+                rs.append(await _attempt(lock, t2, k2, mtu=247))
+                return all(r.granted for r in rs)
+            try:
+                return asyncio.run(go())
+            except ble.BleError:
+                return False
+        finally:
+            lock.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--unlocks", type=int, default=20)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        lock = SimLock(d, ble=True, coaps=True, heapsize=64 * 1024)
+        try:
+            figs = timings(lock, a.unlocks)
+        finally:
+            lock.stop()
+    print("BLE unlock, connect call to whole Result, %d unlocks each (virtual link: no radio timing):"
+          % a.unlocks)
+    for (id_only, mtu), (ms, writes, toklen) in sorted(figs.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        ms.sort()
+        p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+        print("  %-28s payload %3d bytes: p50 %5.1f ms, p99 %5.1f ms, %2d ATT write(s)" % (
+            "token id only" if id_only else "full token (%d bytes)" % toklen, (mtu or 23) - 3,
+            statistics.median(ms), p99, writes))
+    heaps = {}
+    for on in (False, True):
+        with tempfile.TemporaryDirectory() as d:
+            lock = SimLock(d, ble=on, coaps=True, heapsize=ESP32_HEAP_BYTES)
+            heaps[on] = ready_heap(lock)
+            lock.stop()
+    print("free heap at READY on the ESP32's %d bytes (CoAPS on): BLE off %s, BLE on %s bytes: BLE takes %s bytes"
+          % (ESP32_HEAP_BYTES, heaps[False], heaps[True],
+             heaps[False] - heaps[True] if None not in heaps.values() else "?"))
+    k = smallest(flow_ok, 40, 96)
+    print("smallest -X heapsize serving the BLE flow with BLE and CoAPS on (full token, 3 x id only, "
+          "a second phone), firmware frozen: %s (the ESP32 boots with 56K)" % kilobytes(k, 96))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
