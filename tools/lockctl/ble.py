@@ -297,9 +297,9 @@ async def unlock(transport, device_id, token, key, permission="unlock", cache_pa
     async with BlePhone(transport) as p:
         id_only = cache.get(entry) is True
         r = await p.attempt(device_id, permission, token, key, id_only, mtu)
-        say("%s: %s (%s, %d ATT write(s) at MTU %d, connect-to-Result %.1f ms)" % (
+        say("%s: %s (%s, %d ATT write(s) at MTU %d, %.1f ms from connect to Result)" % (
             permission, r.describe(), "token id only" if id_only else "full token", r.writes, r.mtu,
-            r.result_s * 1000))
+            (r.connect_s + r.result_s) * 1000))
         if id_only and not r.granted and r.reason == "token_unknown":
             say("the lock no longer holds the token: sending it in full")
             cache.pop(entry, None)

@@ -262,8 +262,8 @@ def cmd_sim(a):
         except BleError as e:
             _die(str(e))
         env["MICROPYBTUART"] = pty_path
-        print("BLE: virtual controllers up; phones: lockctl ble --transport tcp-client:127.0.0.1:%d "
-              "(the default for port 5695)" % ble_port, flush=True)
+        print("BLE: virtual controllers up; phones: lockctl ble%s" % (
+            "" if ble_port == DEFAULT_PORT else " --transport tcp-client:127.0.0.1:%d" % ble_port), flush=True)
     try:
         os.execve(cmd[0], cmd, env)
     except OSError as e:
