@@ -317,3 +317,11 @@ def test_lock_refuses_without_controller_gracefully(tmp_path):
         assert "no MICROPYBTUART" in s.wait_for("BLE: off")
     finally:
         s.stop()
+
+
+def test_phone_and_lock_frame_alike():
+    from ble import frag
+    for n in (0, 1, 18, 19, 20, 38, 39, 243, 244, 1400):
+        msg = bytes(i & 0xFF for i in range(n))
+        for payload in (2, 20, 244):
+            assert ble.fragments(msg, payload) == frag.fragments(msg, payload), (n, payload)

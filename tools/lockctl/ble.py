@@ -41,14 +41,12 @@ class BleError(Exception):
 
 
 def fragments(msg, payload):
-    """PROFILE sec. 5 fragments of `msg` for an ATT payload of `payload` bytes."""
+    """PROFILE sec. 5 fragments of `msg` for an ATT payload of `payload`
+    bytes: 1 header byte (bit 7 last, bits 0-6 sequence number mod 128)
+    and up to payload - 1 bytes of the message each."""
     step = payload - 1
-    out = []
-    for i, seq in zip(range(0, max(len(msg), 1), step), range(1 << 30)):
-        chunk = msg[i:i + step]
-        last = i + step >= len(msg)
-        out.append(bytes([(seq & 0x7F) | (LAST if last else 0)]) + chunk)
-    return out
+    n = max(1, -(-len(msg) // step))
+    return [bytes([(i & 0x7F) | (LAST if i == n - 1 else 0)]) + msg[i * step:(i + 1) * step] for i in range(n)]
 
 
 class Reassembly:
