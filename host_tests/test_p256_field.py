@@ -1,6 +1,7 @@
 """The viper P-256 field arithmetic (trust/p256_field.py) against Python ints.
 
-Every operation of the register machine (MUL, SQR, ADD, SUB, MULS, ZEXIT) and
+Every operation of the register machine (MUL, SQR, ADD, SUB and its
+coefficient forms, MULS, ZEXIT) and
 load() on the edge values of its input range -- 0, 1, p-1, p, 2p, 7p, 8p,
 2^256-1, 2^256, 2^259-1 (the largest allowed input: 19 full limbs and a
 12-bit top limb), R mod p, random values -- in one MicroPython process on the
@@ -24,7 +25,9 @@ R = 1 << 260
 RINV = pow(R, -1, P)
 NL, LB = 20, 13
 LIMIT = 1 << 259
-OPS = {"MUL": 1, "SQR": 2, "ADD": 3, "SUB": 4, "MULS": 5, "ZEXIT": 7}
+OPS = {"MUL": 1, "SQR": 2, "ADD": 3, "SUB": 4, "MULS": 5, "ZEXIT": 7,
+       # SUB with coefficients (ka*a - kb*b), p256_field's SUBK[k] at OP_SUB | k << 4
+       "SUB_1_8": 4 | 1 << 4, "SUB_4_1": 4 | 2 << 4, "SUB_3_3": 4 | 3 << 4, "SUB_1_2": 4 | 4 << 4}
 
 rng = random.Random(8)
 EDGES = [0, 1, 2, P - 1, P, P + 1, 2 * P, 3 * P, 7 * P, 8 * P, (1 << 256) - 1, 1 << 256,
@@ -77,18 +80,23 @@ def cases():
         for c in (1, 2, 3, 4, 8):
             out.append(("MULS", a, c))
         for b in EDGES:
-            for op in ("MUL", "ADD", "SUB"):
+            for op in ("MUL", "ADD", "SUB", "SUB_1_8", "SUB_4_1", "SUB_3_3", "SUB_1_2"):
                 out.append((op, a, b))
     return out
 
 
 def expected(op, a, b):
+    if op.startswith("SUB_"):
+        ka, kb = (int(x) for x in op.split("_")[1:])
+        return (ka * a - kb * b) % P
     return {"MUL": a * b * RINV, "SQR": a * a * RINV, "ADD": a + b, "SUB": a - b,
             "MULS": a * b}[op] % P
 
 
 def check(results):
     """results: [(ret, limbs)] in the order of cases() then LOADS."""
+    from trust import p256_field as f
+    assert [tuple(k) for k in f._SUBK] == [(1, 1), (1, 8), (4, 1), (3, 3), (1, 2)]
     cs = cases()
     assert len(results) == len(cs) + len(LOADS)
     wrong = []

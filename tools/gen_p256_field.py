@@ -60,6 +60,9 @@ TOP_SHIFT = 256 - LB * (NL - 1)   # bit 256 inside the top limb: 9
 # Opcodes
 OP_END, OP_MUL, OP_SQR, OP_ADD, OP_SUB, OP_MULS, OP_COPY, OP_ZEXIT, OP_LOOP = range(9)
 SRC = 0x80   # operand flag: register k of the source point (see run)
+# SUB with coefficients: op byte OP_SUB | k << 4 computes ka*a - kb*b with
+# (ka, kb) = SUBK[k] (fusing the small multiples of the point formulas)
+SUBK = [(1, 1), (1, 8), (4, 1), (3, 3), (1, 2)]
 
 # Workspace registers (20 limbs, 40 bytes each)
 REGS = ["SA", "SB", "X", "Y", "Z", "T0", "T1", "T2", "T3", "T4", "T5", "T6",
@@ -208,6 +211,19 @@ def gen_run():
     p16 = limbs(16 * P)
     for i in range(NL):
         o.append(i2 + "r%d = xa[%d] - xb[%d] + %d" % (i, i, i, p16[i]))
+    o.append(ind + "elif (op & 15) == %d:" % OP_SUB)
+    o.append(i2 + "# ka*a - kb*b + kb*16p (SUBK)")
+    o.append(i2 + "ka = 1")
+    o.append(i2 + "kb = 1")
+    o.append(i2 + "op >>= 4")
+    for k, (ka, kb) in enumerate(SUBK[1:], 1):
+        o.append(i2 + ("if" if k == 1 else "elif") + " op == %d:" % k)
+        if ka != 1:
+            o.append(i2 + "    ka = %d" % ka)
+        if kb != 1:
+            o.append(i2 + "    kb = %d" % kb)
+    for i in range(NL):
+        o.append(i2 + "r%d = ka * xa[%d] - kb * (xb[%d] - %d)" % (i, i, i, p16[i]))
     o.append(ind + "elif op == %d:" % OP_MULS)
     o.append(i2 + "b = pr[pc - 1]")
     for i in range(NL):
@@ -276,8 +292,8 @@ def asm(lines):
     code = b""
     listing = []
     for ins in lines + [(OP_END, 0, 0, 0)]:
-        op, d, a, b = (list(ins) + [0, 0, 0])[:4]
-        code += bytes([op, reg(d), reg(a), reg(b)])
+        op, d, a, b, k = (list(ins) + [0, 0, 0, 0])[:5]
+        code += bytes([op | k << 4, reg(d), reg(a), reg(b)])
         if op in (OP_END, OP_LOOP):
             listing.append(names[op])
         elif op == OP_ZEXIT:
@@ -288,6 +304,10 @@ def asm(lines):
             listing.append("%s = %d * %s" % (d, b, a))
         elif op == OP_SQR:
             listing.append("%s = %s^2" % (d, a))
+        elif op == OP_SUB and k:
+            ka, kb = SUBK[k]
+            listing.append("%s = %s%s - %s%s" % (d, "%d*" % ka if ka > 1 else "", a,
+                                                 "%d*" % kb if kb > 1 else "", b))
         else:
             listing.append("%s = %s %s %s" % (d, a, {OP_MUL: "*", OP_ADD: "+", OP_SUB: "-"}[op], b))
     return code, listing
@@ -295,26 +315,23 @@ def asm(lines):
 
 M, S, A, U, C, K, Z_, L = OP_MUL, OP_SQR, OP_ADD, OP_SUB, OP_MULS, OP_COPY, OP_ZEXIT, OP_LOOP
 
-# Doubling, a = -3 (dbl-2001-b, EFD), 4M + 4S; LOOP repeats it arg times.
+# Doubling, a = -3 (dbl-2001-b, EFD), 4M + 4S and 6 linear operations;
+# LOOP repeats it arg times.
 DBL = [
     (S, "T0", "Z"),               # delta = Z^2
     (S, "T1", "Y"),               # gamma = Y^2
     (M, "T2", "X", "T1"),         # beta = X*gamma
-    (U, "T3", "X", "T0"),
+    (U, "T3", "X", "T0", 3),      # 3X - 3 delta
     (A, "T4", "X", "T0"),
-    (M, "T3", "T3", "T4"),
-    (C, "T3", "T3", 3),           # alpha = 3(X - delta)(X + delta)
+    (M, "T3", "T3", "T4"),        # alpha = 3(X - delta)(X + delta)
     (M, "Z", "Y", "Z"),
     (A, "Z", "Z", "Z"),           # Z3 = 2YZ
-    (C, "T4", "T2", 8),
     (S, "X", "T3"),
-    (U, "X", "X", "T4"),          # X3 = alpha^2 - 8 beta
-    (C, "T2", "T2", 4),
-    (U, "T2", "T2", "X"),
+    (U, "X", "X", "T2", 1),       # X3 = alpha^2 - 8 beta
+    (U, "T2", "T2", "X", 2),      # 4 beta - X3
     (M, "T2", "T3", "T2"),
     (S, "T1", "T1"),
-    (C, "T1", "T1", 8),
-    (U, "Y", "T2", "T1"),         # Y3 = alpha(4 beta - X3) - 8 gamma^2
+    (U, "Y", "T2", "T1", 1),      # Y3 = alpha(4 beta - X3) - 8 gamma^2
 ]
 
 
@@ -336,8 +353,7 @@ def madd(neg):
         (M, "Z", "Z", "T1"),           # Z3 = Z1 H
         (S, "X", "T2"),
         (U, "X", "X", "T4"),
-        (U, "X", "X", "T3"),
-        (U, "X", "X", "T3"),           # X3 = R^2 - HHH - 2V
+        (U, "X", "X", "T3", 4),        # X3 = R^2 - HHH - 2V
         (U, "T3", "T3", "X"),
         (M, "T3", "T2", "T3"),
         (M, "T4", "Y", "T4"),
@@ -367,8 +383,7 @@ def jadd(neg):
         (M, "Z", "Z", "T1"),           # Z3 = Z1 Z2 H
         (S, "X", "T2"),
         (U, "X", "X", "T4"),
-        (U, "X", "X", "T3"),
-        (U, "X", "X", "T3"),           # X3 = R^2 - HHH - 2V
+        (U, "X", "X", "T3", 4),        # X3 = R^2 - HHH - 2V
         (U, "T3", "T3", "X"),
         (M, "T3", "T2", "T3"),
         (M, "T4", "T6", "T4"),
@@ -464,6 +479,7 @@ INT_FALLBACK = '''# CPython (host tests) has no viper: run() and load() there ar
 _P = %d
 _RINV = %d
 _SEEN = {}  # limb bytes -> int, for the values run() wrote
+_SUBK = %r
 
 
 def _get(buf, off):
@@ -508,8 +524,9 @@ def _run_int(w, code):
             v = x * x * _RINV
         elif op == %d:
             v = x + _get(*ops[2])
-        elif op == %d:
-            v = x - _get(*ops[2])
+        elif op & 15 == %d:
+            ka, kb = _SUBK[op >> 4]
+            v = ka * x - kb * _get(*ops[2])
         elif op == %d:
             v = x * b
         elif op == %d:
@@ -531,7 +548,7 @@ if sys.implementation.name != "micropython":
 
     run = _run_int
     load = _load_int
-''' % (P, pow(R, -1, P), 2 * NL, 2 * NL - 1, LB, NL, LB, MASK, NL, 2 * NL, OP_END, OP_LOOP, NL, NL, OP_MUL, OP_SQR,
+''' % (P, pow(R, -1, P), tuple(SUBK), 2 * NL, 2 * NL - 1, LB, NL, LB, MASK, NL, 2 * NL, OP_END, OP_LOOP, NL, NL, OP_MUL, OP_SQR,
        OP_ADD, OP_SUB, OP_MULS, OP_COPY, NL)
 
 
