@@ -5,7 +5,6 @@ the provisioning bundle lives in /bundle on the board's littlefs.
 """
 import asyncio
 import json
-import socket
 import time
 
 import machine
@@ -14,6 +13,8 @@ import network
 import board
 from actuator_gpio import GpioActuator
 from lock import config
+from lock.endpoints import credentials as endpoints_credentials
+from lock.endpoints import open_all as endpoints_open
 from lock.app import LockApp
 from lock.clock import Clock
 
@@ -65,12 +66,8 @@ def main():
         t = ntp_time()
         if t:
             clock.set_wall(t)
-    if up and cfg.coap_enabled:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(socket.getaddrinfo(cfg.bind, cfg.coap_port)[0][-1])
-        s.setblocking(False)
-        endpoints.append((s, "coap"))
-        print("WARNING: plain CoAP enabled (development only)")
+    if up:
+        endpoints = endpoints_open(cfg, board.BUNDLE, print)
     if cfg.ble_enabled:
         # PROFILE sec. 5: the GATT peripheral on the ESP32's NimBLE; a
         # radio that does not come up leaves the lock on its other transports.
@@ -79,7 +76,7 @@ def main():
             asyncio.create_task(peripheral.start(app).serve())
         except OSError as e:
             print("BLE: off (%s)" % e)
-    asyncio.run(app.run(endpoints))
+    asyncio.run(app.run(endpoints, endpoints_credentials(cfg, board.BUNDLE) if up else None))
 
 
 try:

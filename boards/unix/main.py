@@ -11,8 +11,9 @@ import sys
 import time
 
 import blockdev
-from coap import udp
 from lock import config
+from lock.endpoints import credentials as endpoints_credentials
+from lock.endpoints import open_all as endpoints_open
 from lock.actuator import SimActuator
 from lock.app import LockApp
 from lock.clock import Clock
@@ -72,14 +73,11 @@ def main():
     act = SimActuator(clock.uptime_ms, cfg.relock_ms,
                       lambda what, why: say("EVENT %s %s" % (what, why)))
     app = LockApp(cfg, "/flash/lock", act, clock, say)
-    endpoints = []
-    if cfg.coap_enabled:
-        port = int(a["port"]) if a["port"] else cfg.coap_port
-        endpoints.append((udp.bound(cfg.bind, port), "coap"))
-        say("WARNING: plain CoAP (no DTLS) is enabled on %s:%d - development only" % (cfg.bind, port))
-    if cfg.coaps_enabled:
-        endpoints.append((udp.bound(cfg.bind, cfg.coaps_port), "coaps"))
-        say("CoAPS (DTLS 1.2, PSK mode) on %s:%d" % (cfg.bind, cfg.coaps_port))
+    try:
+        endpoints = endpoints_open(cfg, a["bundle"], say, int(a["port"]) if a["port"] else None)
+    except config.ConfigError as e:
+        print("FATAL configuration: %s" % e)
+        sys.exit(3)
     ble = cfg.ble_enabled and ble_up(app)
     if not endpoints and not ble:
         print("FATAL: no transport enabled")
@@ -94,7 +92,7 @@ def main():
     gc.collect()
     say("heap: %d of %d bytes free" % (gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
     say("READY")
-    asyncio.run(app.run(endpoints))
+    asyncio.run(app.run(endpoints, endpoints_credentials(cfg, a["bundle"])))
 
 
 main()

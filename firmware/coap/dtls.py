@@ -1,5 +1,8 @@
 """Transport: CoAP over DTLS 1.2 (RFC 6347; RFC 7252 sec. 9) on one UDP
-socket, PSK mode (RFC 9202 sec. 3.3). The only module that touches `tls`.
+socket, in the two modes of PROFILE sec. 3-4: PSK mode (RFC 9202 sec. 3.3)
+and certificate mode (ECDHE-ECDSA with the lock's own key and certificate;
+the client is anonymous at this layer and proves possession inside CoAP).
+The only module that touches `tls`.
 
 One UDP socket serves every client: each client address gets a `_Peer`, an
 `io.IOBase` stream that mbedTLS reads (the datagram just received from that
@@ -14,12 +17,19 @@ Facts of MicroPython's `tls` (mbedTLS 3.6) this is built on (issue 12):
   no table slot. The ClientHello carrying the cookie gets a new wrapper.
 - `server_psk_keys` is any object with .get(identity) -> key | None, asked
   once per handshake (from inside the recv() that processes the client's
-  key exchange): `PskKeys` records the identity asked, which becomes the
-  session's authenticated peer handed to the CoAP core.
+  key exchange). Setting it restricts that context to PSK suites for good,
+  so the two modes need two contexts: each ClientHello goes to the PSK one
+  when it offers a PSK key exchange, else to the certificate one.
 - there is no "handshake done" query that is safe before the end
   (cipher() of an unfinished handshake has no suite): the server's own
   ChangeCipherSpec, written only once the client's Finished verified, marks
   the session established.
+
+PSK identities (RFC 9202 sec. 3.3): the lookup maps an identity (the kid of
+a token posted to /authz-info, or, sec. 3.3.2, the token itself) to the key
+and to the session's authenticated peer handed to the CoAP core (the kid);
+`session_ok(kid)` is asked every second and a session whose token expired
+or was revoked ends.
 
 Session table: at most `max_sessions` entries (handshaking or established);
 a handshake must finish within `handshake_ms`, a session idle for
@@ -28,7 +38,10 @@ session goes through a fresh wrapper: once its cookie is valid (the client
 really is at that address) it replaces the old session; a spoofed one
 cannot. Records from unknown addresses that are not a ClientHello, garbage,
 failed handshakes and handler errors are dropped (and counted); nothing
-stops the loop.
+stops the loop. A handshake that fails after the cookie exchange (the
+address is verified) is reported to `on_failure(addr, kind, identity)`,
+kind one of FAIL_UNKNOWN_IDENTITY, FAIL_PSK_MISMATCH, FAIL_HANDSHAKE; a
+ClientHello from an address `admit(addr)` refuses gets no answer.
 """
 import asyncio
 import errno
@@ -46,21 +59,35 @@ _HS_CLIENT_HELLO = const(1)
 _MAX_RECORDS = const(4)  # application records taken from one datagram
 _SMALL_RX = const(512)  # a receive on a heap with no larger block (PSK handshakes fit)
 
+# Why a handshake failed, for on_failure.
+FAIL_UNKNOWN_IDENTITY = const(1)  # PSK identity the lock has no key for
+FAIL_PSK_MISMATCH = const(2)  # a known identity, but the client's Finished did not verify under its key
+FAIL_HANDSHAKE = const(3)  # anything else: no common suite, a bad message, an alert
+
 
 class PskKeys:
-    """`server_psk_keys` for the context: `lookup(identity) -> key | None`,
-    never raising; remembers the identity last asked for."""
+    """`server_psk_keys` for the PSK context: `lookup(identity, peer) ->
+    (key, session id) | None`, never raising. Remembers, for the handshake
+    in progress, the identity asked (`asked`) and the session id found
+    (`session`, None when the identity is unknown)."""
 
     def __init__(self, lookup):
         self.lookup = lookup
+        self.peer = None
         self.asked = None
+        self.session = None
 
     def get(self, identity):
-        self.asked = identity
+        self.asked = bytes(identity)
+        self.session = None
         try:
-            return self.lookup(bytes(identity))
+            found = self.lookup(self.asked, self.peer)
         except Exception:
             return None
+        if found is None:
+            return None
+        key, self.session = found
+        return key
 
 
 def _client_id(addr):
@@ -73,13 +100,44 @@ def _is_client_hello(d):
     return len(d) > 25 and d[0] == _CT_HANDSHAKE and d[3] == 0 and d[4] == 0 and d[13] == _HS_CLIENT_HELLO
 
 
+# IANA TLS cipher suite values whose key exchange is PSK, DHE_PSK, RSA_PSK
+# or ECDHE_PSK (RFC 4279, 4785, 5487, 5489, 6209, 6367, 6655, 7905, 8442).
+_PSK_RANGES = ((0x002C, 0x002E), (0x008A, 0x0095), (0x00A8, 0x00AD), (0x00AE, 0x00B9), (0xC033, 0xC03B),
+               (0xC064, 0xC06B), (0xC06C, 0xC071), (0xC08E, 0xC09B), (0xC0A4, 0xC0AB), (0xCCAB, 0xCCAE),
+               (0xD001, 0xD005))
+
+
+def offers_psk(d):
+    """True when the ClientHello record `d` (one record, unfragmented: the
+    usual case; otherwise the suites seen so far) offers a PSK key exchange
+    (RFC 6347 sec. 4.2.1 layout: record header 13 bytes, handshake header
+    12, client_version 2, random 32, session_id, cookie, cipher_suites)."""
+    i = 59
+    try:
+        i += 1 + d[i]  # session_id
+        i += 1 + d[i]  # cookie
+        end = min(i + 2 + ((d[i] << 8) | d[i + 1]), len(d))
+        i += 2
+        while i + 1 < end:
+            c = (d[i] << 8) | d[i + 1]
+            for lo, hi in _PSK_RANGES:
+                if lo <= c <= hi:
+                    return True
+            i += 2
+    except IndexError:
+        pass
+    return False
+
+
 class _Peer(io.IOBase):
     def __init__(self, sock, addr, now):
         self.sock = sock
         self.addr = addr
         self.rx = None
         self.tls = None
-        self.identity = None
+        self.psk = False  # which context: PSK or certificate mode
+        self.asked = None  # the PSK identity the client sent
+        self.identity = None  # the session id that identity authenticated (PSK mode)
         self.up = False
         self.born = now
         self.last = now
@@ -119,14 +177,34 @@ class _Peer(io.IOBase):
 
 
 class DtlsServer:
-    def __init__(self, sock, server, psk_lookup, max_sessions=3, idle_ms=60000, handshake_ms=10000,
-                 bufsize=1152, say=None, now_ms=None, transport="coaps"):
-        """`now_ms`: milliseconds that never wrap (the lock's uptime); `psk_lookup(identity) -> key | None`."""
+    def __init__(self, sock, server, psk_lookup=None, cert=None, max_sessions=3, idle_ms=60000,
+                 handshake_ms=10000, bufsize=1152, say=None, now_ms=None, transport="coaps", admit=None,
+                 on_failure=None, session_ok=None):
+        """`sock`: a bound UDP socket; `server`: the CoapServer.
+        `psk_lookup(identity bytes, addr) -> (key, session id) | None`: PSK
+        mode (None: off); `cert`: (certificate DER, private key DER) of the
+        lock: certificate mode (None: off); at least one of them.
+        `now_ms`: milliseconds that never wrap (the lock's uptime).
+        `admit(addr) -> bool`: may this address start a handshake (the
+        lockout); `on_failure(addr, kind, session id | None)`: a handshake
+        failed (FAIL_*); `session_ok(session id) -> bool`: does the token
+        a PSK session is bound to still hold. Raises ValueError (no mode)
+        or the `tls` module's errors (a certificate or key it cannot load)."""
+        if psk_lookup is None and cert is None:
+            raise ValueError("DTLS: neither PSK nor certificate mode configured")
         self.sock = sock
         self.server = server
         self.keys = PskKeys(psk_lookup)
-        self.ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
-        self.ctx.server_psk_keys = self.keys
+        self.psk_ctx = self.cert_ctx = None
+        if psk_lookup is not None:
+            self.psk_ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
+            self.psk_ctx.server_psk_keys = self.keys
+        if cert is not None:
+            self.cert_ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
+            self.cert_ctx.load_cert_chain(cert[0], cert[1])
+        self.admit = admit
+        self.on_failure = on_failure
+        self.session_ok = session_ok
         self.max_sessions = max_sessions
         self.idle_ms = idle_ms
         self.handshake_ms = handshake_ms
@@ -154,6 +232,9 @@ class DtlsServer:
 
     # Session table ------------------------------------------------------
     def expire(self, now=None):
+        """Drop timed-out handshakes, idle sessions and PSK sessions whose
+        token no longer holds (RFC 9202 sec. 3.3: the session is bound to
+        the token; expired or revoked, it ends)."""
         if now is None:
             now = self.now()
         gone = []
@@ -161,6 +242,8 @@ class DtlsServer:
             if p.up:
                 if now - p.last >= self.idle_ms:
                     gone.append((addr, "idle"))
+                elif p.identity is not None and self.session_ok is not None and not self.session_ok(p.identity):
+                    gone.append((addr, "its token expired or was revoked"))
             elif now - p.born >= self.handshake_ms:
                 gone.append((addr, "handshake timeout"))
         for addr, why in gone:
@@ -177,8 +260,8 @@ class DtlsServer:
                     _show(addr), why, len(self.peers), gc.mem_free()))
 
     def _wrap(self, p):
-        p.tls = self.ctx.wrap_socket(p, server_side=True, do_handshake_on_connect=False,
-                                     client_id=_client_id(p.addr))
+        ctx = self.psk_ctx if p.psk else self.cert_ctx
+        p.tls = ctx.wrap_socket(p, server_side=True, do_handshake_on_connect=False, client_id=_client_id(p.addr))
 
     # One datagram ---------------------------------------------------------
     def datagram(self, data, addr):
@@ -202,12 +285,18 @@ class DtlsServer:
             self.server.report(e)
 
     def _hello(self, data, addr, old, now):
+        if self.admit is not None and not self.admit(addr):
+            self.refused += 1  # locked out: not even a HelloVerifyRequest
+            return
         if old is None and len(self.peers) >= self.max_sessions:
             self.expire(now)
             if len(self.peers) >= self.max_sessions:
                 self.refused += 1
                 return
         p = _Peer(self.sock, addr, now)
+        # The client's suites choose the mode; with one mode configured it
+        # gets that one (and a client without a common suite fails there).
+        p.psk = self.cert_ctx is None or (self.psk_ctx is not None and offers_psk(data))
         p.rx = data
         self._wrap(p)
         if not self._step(p, now):
@@ -220,10 +309,13 @@ class DtlsServer:
     def _step(self, p, now):
         """Run the handshake/record layer on the pending datagram. Returns
         True while the wrapper is usable."""
-        self.keys.asked = None
+        keys = self.keys
+        keys.asked = None
+        keys.peer = p.addr
         try:
             msg = p.tls.recv_into(self.buf)
         except OSError as e:
+            self._took(p)
             code = e.args[0] if e.args else 0
             if code == errno.EAGAIN:
                 return True
@@ -231,18 +323,41 @@ class DtlsServer:
             if code == _HELLO_VERIFY_REQUIRED:
                 self.verify_requests += 1
                 return False
-            self.failed += 1
-            self._say("handshake/record from %s failed: %d%s" % (
-                _show(p.addr), code, "" if self.keys.asked is None else
-                " (psk identity %s)" % bytes(self.keys.asked).hex()))
+            self._failed(p, code)
             return False
-        finally:
-            if self.keys.asked is not None:
-                p.identity = bytes(self.keys.asked)
+        self._took(p)
         if msg is not None:
             if p.up:
                 self._app(p, msg, now)
         return True
+
+    def _took(self, p):
+        # What the PSK callback saw during this step belongs to this peer.
+        keys = self.keys
+        keys.peer = None
+        if keys.asked is not None:
+            p.asked = keys.asked
+            p.identity = keys.session
+            keys.asked = None
+
+    def _failed(self, p, code):
+        self.failed += 1
+        if p.up:
+            kind = None  # a record error on an established session: not a handshake
+        elif p.asked is None:
+            kind = FAIL_HANDSHAKE
+        elif p.identity is None:
+            kind = FAIL_UNKNOWN_IDENTITY
+        else:
+            kind = FAIL_PSK_MISMATCH
+        self._say("%s from %s failed: %d%s" % (
+            "record" if kind is None else "handshake", _show(p.addr), code,
+            "" if p.asked is None else " (psk identity %s)" % _ident(p.asked)))
+        if kind is not None and self.on_failure is not None:
+            try:
+                self.on_failure(p.addr, kind, p.identity)
+            except Exception as e:
+                self.server.report(e)
 
     def _pump(self, p, now):
         was_up = p.up
@@ -253,9 +368,10 @@ class DtlsServer:
             if not was_up:
                 self.handshakes += 1
                 gc.collect()
-                self._say("session %s up, psk identity %s, %d session(s), heap free %d" % (
-                    _show(p.addr), "-" if p.identity is None else p.identity.hex(), len(self.peers),
-                    gc.mem_free()))
+                self._say("session %s up, %s, %d session(s), heap free %d" % (
+                    _show(p.addr), "certificate mode" if not p.psk else "psk identity " + _ident(p.asked),
+                    len(self.peers), gc.mem_free()))
+                p.asked = None  # a token as identity (sec. 3.3.2) need not stay on the heap
             p.last = now
             # More records in the same datagram (mbedTLS keeps them buffered).
             for _ in range(_MAX_RECORDS - 1):
@@ -361,6 +477,15 @@ def _uptime_ms():
         st[0] = t
         return st[1]
     return now
+
+
+def _ident(identity):
+    # A kid in hex; a token as identity (RFC 9202 sec. 3.3.2) by its size.
+    if identity is None:
+        return "-"
+    if len(identity) > 16:
+        return "<%d-byte token>" % len(identity)
+    return identity.hex()
 
 
 def _show(addr):

@@ -339,12 +339,16 @@ class CoapServer:
     and transport errors. `verified_transports`: the transport names whose peer
     addresses are verified (default: DTLS only); a response to a request
     that came over any other transport is at most AMPLIFICATION times the
-    request's size. Counters: rx, dropped, errors."""
+    request's size. `sites`: {transport name: Site} for transports that
+    serve another set of resources than `site` (a CoAP endpoint and a CoAPS
+    endpoint are different origins, RFC 7252 sec. 6.1-6.2). Counters: rx,
+    dropped, errors."""
 
     def __init__(self, site, known_options=(), now_ms=None, dedup_size=16,
                  on_error=None, max_size=MAX_MESSAGE_SIZE, mid_start=None, dedup_per_peer=4,
-                 dedup_bytes=3072, verified_transports=VERIFIED_TRANSPORTS):
+                 dedup_bytes=3072, verified_transports=VERIFIED_TRANSPORTS, sites=None):
         self.site = site
+        self.sites = dict(sites or ())
         # Names of the transports whose peers' addresses are verified; on
         # any other, responses are bounded (see the module docstring).
         self.verified_transports = tuple(verified_transports)
@@ -554,7 +558,7 @@ class CoapServer:
                 # A later block would re-run a non-safe request: refuse it
                 # as an option this server does not support there.
                 raise CoapError(m.BAD_OPTION, b"Block2 only for GET")
-        resp = self.site.render(req, exchange)
+        resp = self.sites.get(exchange.transport, self.site).render(req, exchange)
         if not isinstance(resp, Response):
             raise TypeError("resource returned %r, not a Response" % type(resp))
         return resp

@@ -55,10 +55,18 @@ class LockApp:
         for r in cfg.resources:
             res = resources.Protected(b, r)
             self.site.add(tuple(r.path.split("/")), res, res.attrs)
+        sites = {}
+        if not cfg.coap_enabled:
+            # RFC 9202 sec. 3.3.1, RFC 9200 sec. 5.10.1: plain CoAP serves
+            # only /authz-info (a PSK-mode client posts its token there before
+            # it can open DTLS); everything else needs CoAPS.
+            plain = Site()
+            plain.add(("authz-info",), ai, ai.attrs)
+            sites["coap"] = plain
         size, per_peer, nbytes = cfg.dedup
         self.server = CoapServer(self.site, known_options=PROFILE_OPTIONS, now_ms=clock.uptime_ms,
                                  on_error=self._error, dedup_size=size, dedup_per_peer=per_peer,
-                                 dedup_bytes=nbytes)
+                                 dedup_bytes=nbytes, sites=sites)
 
     def _restore(self):
         """PROFILE sec. 6: a damaged or unreadable state file (or none on a
@@ -122,24 +130,55 @@ class LockApp:
                 self._error(e)
             await asyncio.sleep_ms(period_ms)
 
-    def psk_key(self, kid):
-        """RFC 9202 sec. 3.3: the PSK of a DTLS handshake whose psk_identity
-        is the kid of a stored PSK-mode token (None: unknown identity)."""
-        tok = self.store.by_psk_kid(kid)
-        if tok is None or self.authz._expired(tok):
+    # DTLS (coap/dtls.py) -------------------------------------------------
+    def psk_key(self, identity, addr=None):
+        """RFC 9202 sec. 3.3: (PSK, session id) for a DTLS psk_identity, or
+        None (unknown identity). The identity is the kid of a stored
+        PSK-mode token (sec. 3.3.1: the token was posted to /authz-info),
+        or the token itself (sec. 3.3.2; longer than any kid, which is at
+        most 64 bytes): verified and stored as a POST to /authz-info would
+        be (same checks, lockout and log); the session id is the kid of
+        the token's key, so the session is bound to that token."""
+        identity = bytes(identity)
+        tok = self.store.by_psk_kid(identity)
+        if tok is None and len(identity) > 64:
+            d = self.authz.post_token(identity, "coaps", resources.peer_host(addr))
+            tok = d.token if d.granted else None
+        if tok is None or tok.claims.psk is None or self.authz._expired(tok):
             return None
-        return tok.claims.psk
+        return tok.claims.psk, tok.claims.psk_kid
 
-    async def run(self, endpoints):
-        """endpoints: list of (socket, transport name) the board opened."""
+    def session_ok(self, kid):
+        """Does the token a PSK session is bound to still hold (stored, not
+        expired, not revoked)?"""
+        tok = self.store.by_psk_kid(kid)
+        return tok is not None and not self.authz._expired(tok)
+
+    def admit(self, addr):
+        """May `addr` start a DTLS handshake: not while its host is locked out."""
+        return not self.authz.lockout.remaining_s(resources.peer_host(addr), self.clock.uptime_ms())
+
+    def handshake_failed(self, addr, kind, session):
+        from coap import dtls
+        reason = {dtls.FAIL_UNKNOWN_IDENTITY: reasons.TOKEN_UNKNOWN,
+                  dtls.FAIL_PSK_MISMATCH: reasons.PSK_MISMATCH}.get(kind, reasons.DTLS_FAILED)
+        self.authz.handshake_failed(reason, "coaps", resources.peer_host(addr), session)
+
+    async def run(self, endpoints, cert=None):
+        """endpoints: list of (socket, transport name) the board opened;
+        `cert`: (certificate DER, private key DER) for CoAPS certificate
+        mode (config.credentials), or None."""
         from coap import udp
         tasks = [asyncio.create_task(self._relock())]
         for sock, transport in endpoints:
             if transport == "coaps":
                 from coap.dtls import DtlsServer
-                self.dtls = DtlsServer(sock, self.server, self.psk_key, self.cfg.coaps_sessions,
-                                       self.cfg.coaps_idle_ms, self.cfg.coaps_handshake_ms,
-                                       say=self.say, now_ms=self.clock.uptime_ms)
+                self.dtls = DtlsServer(
+                    sock, self.server, self.psk_key if self.cfg.as_lock_key else None, cert,
+                    self.cfg.coaps_sessions, self.cfg.coaps_idle_ms, self.cfg.coaps_handshake_ms,
+                    say=self.say, now_ms=self.clock.uptime_ms, admit=self.admit,
+                    on_failure=self.handshake_failed, session_ok=self.session_ok)
+                cert = None  # loaded into the context: the bytes can go
                 tasks.append(asyncio.create_task(self.dtls.serve()))
             else:
                 tasks.append(asyncio.create_task(udp.serve(sock, self.server, transport)))

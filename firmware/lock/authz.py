@@ -21,10 +21,12 @@ _SUMMARY_MS = 60000
 # failed or proofless token check counts, a request that made k checks k times.
 _NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.NO_MEMORY, reasons.NONCE_UNKNOWN,
                 reasons.NONCE_EXPIRED, reasons.STATE_DAMAGED, reasons.STATE_FAILURE,
-                reasons.STORE_FULL)
+                reasons.STORE_FULL, reasons.DTLS_FAILED)
 _NONCE_GONE = (reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
 _LOCK_FAULT = (reasons.NO_MEMORY, reasons.STATE_FAILURE)
-_SUMMARIZED = (reasons.TOKEN_MISSING, reasons.LOCKED_OUT)
+# A handshake that failed before naming an identity may come from a spoofed
+# address (before the cookie exchange): summarized, and not counted.
+_SUMMARIZED = (reasons.TOKEN_MISSING, reasons.LOCKED_OUT, reasons.DTLS_FAILED)
 
 
 class Decision:
@@ -90,7 +92,7 @@ class Authorizer:
         self.checks += 1
         tok = self.verifier.verify(raw, self.clock.wall(), self.boot, self.clock.uptime_s(), sign1=sign1)
         # PROFILE sec. 3: bearer tokens only when allowed, and only over DTLS.
-        if tok.is_bearer and transport == "coap":
+        if tok.is_bearer and transport != "coaps":
             raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
         return tok
 
@@ -159,8 +161,10 @@ class Authorizer:
             # RFC 9202 3.3: the DTLS session must be the one keyed by this token.
             if session is None or session != c.psk_kid:
                 raise Refused(reasons.WRONG_SESSION)
-        elif transport == "coap":
-            raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need DTLS")
+        elif transport != "coaps" or session is not None:
+            # Issue 12: a bearer token only on a certificate-mode session (a
+            # PSK session is authorized by the token it is bound to).
+            raise Refused(reasons.BEARER_NOT_ALLOWED, "bearer tokens need a certificate-mode DTLS session")
         return tok
 
     def _spend(self, proof, peer):
@@ -261,6 +265,9 @@ class Authorizer:
                     self.lockout.failure(peer, now_ms, cost)
         if self.verifier.exi.dirty:
             self._save()  # a floor raised by a refused token
+        return self._logged(d, transport, now_ms)
+
+    def _logged(self, d, transport, now_ms):
         if d.reason in _SUMMARIZED:
             q = self._quiet.get(d.reason)
             if q is not None and now_ms - q[1] < _SUMMARY_MS:
@@ -271,6 +278,19 @@ class Authorizer:
             return d
         self.record(d, transport)
         return d
+
+    def handshake_failed(self, reason, transport, peer, session=None):
+        """A DTLS handshake that failed (RFC 9202; PROFILE sec. 6): logged
+        with permission "dtls" and the token its PSK identity names, if
+        any. UNKNOWN identity (TOKEN_UNKNOWN) and PSK_MISMATCH come after
+        the cookie exchange, from a verified address, and count against
+        `peer` in the lockout; DTLS_FAILED is summarized and not counted."""
+        now_ms = self.clock.uptime_ms()
+        tok = self.store.by_psk_kid(session) if session is not None else None
+        d = Decision(False, reason, tok, "dtls")
+        if peer is not None and reason not in _NOT_COUNTED:
+            self.lockout.failure(peer, now_ms, 1)
+        return self._logged(d, transport, now_ms)
 
     def record(self, d, transport, sub=None):
         """Append the decision; a decision that cannot be logged is a deny.

@@ -74,7 +74,11 @@ class Config:
         self.allow_bearer = bool(d.get("allow_bearer", False))
         self.bind = d.get("bind", "0.0.0.0")
         coap = d.get("coap", {})
+        # Plain CoAP: `enabled` serves every resource (development only);
+        # otherwise the port serves only /authz-info (RFC 9202 sec. 3.3.1),
+        # unless `authz_info` is false too.
         self.coap_enabled = bool(coap.get("enabled", False))
+        self.coap_authz_info = bool(coap.get("authz_info", True))
         self.coap_port = int(coap.get("port", 5683))
         coaps = d.get("coaps", {})
         self.coaps_enabled = bool(coaps.get("enabled", True))
@@ -119,6 +123,25 @@ class Config:
                                            action, r.get("channel", path)))
         if self.skew_s < 0 or self.relock_ms <= 0:
             raise ConfigError("clock_skew_s and relock_ms must be positive")
+
+
+def credentials(cfg, bundle):
+    """(certificate DER, private key DER) of the lock for CoAPS certificate
+    mode (PROFILE sec. 1, 4), read from the files the configuration names
+    in the bundle directory; None when it names none. Raises ConfigError
+    when one is named and unreadable, or only one of the two is named."""
+    if not cfg.lock_cert and not cfg.lock_key:
+        return None
+    if not cfg.lock_cert or not cfg.lock_key:
+        raise ConfigError("lock_cert and lock_key go together")
+    out = []
+    for name in (cfg.lock_cert, cfg.lock_key):
+        try:
+            with open(bundle + "/" + name, "rb") as f:
+                out.append(f.read())
+        except OSError as e:
+            raise ConfigError("cannot read %s/%s: %s" % (bundle, name, e))
+    return tuple(out)
 
 
 def load(path):

@@ -19,10 +19,9 @@ _HINT_AUDIENCE = const(5)
 _HINT_CNONCE = const(39)
 
 
-def _peer_id(ex):
-    """The peer's host, without the port: lockout counts per host. The unix
+def peer_host(p):
+    """A peer's host, without the port: lockout counts per host. The unix
     and ESP32 ports report a raw sockaddr; CPython a tuple."""
-    p = ex.peer
     if isinstance(p, tuple):
         return p[0]
     if isinstance(p, (bytes, bytearray)):
@@ -31,6 +30,10 @@ def _peer_id(ex):
         if len(p) >= 24:
             return bytes(p[8:24])     # sockaddr_in6: family, port, flowinfo, address
     return p
+
+
+def _peer_id(ex):
+    return peer_host(ex.peer)
 
 
 def _check_format(req, allowed):

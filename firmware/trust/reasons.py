@@ -64,6 +64,9 @@ STATE_DAMAGED = const(42)  # the state file was damaged: exi tokens wait for the
 STATE_FAILURE = const(43)  # state that must be durable first could not be written (5.03)
 TOKEN_SUPERSEDED = const(44)  # the lock holds a newer token for the same key (4.01)
 REVOCATIONS_FULL = const(45)  # the revocation list is full (5.03)
+# DTLS handshakes (RFC 9202; logged with permission "dtls", no CoAP answer).
+DTLS_FAILED = const(46)  # no common suite, a bad message or an alert before any identity
+PSK_MISMATCH = const(47)  # a known PSK identity whose key the client did not have
 
 # Indexed by reason: the name, the Error option value (255: no option) and
 # the CoAP code. Kept as one string and two byte strings rather than a dict
@@ -79,6 +82,7 @@ _NAMES = (
     "token_unknown psk_key_invalid exi_table_full locked_out log_failure "
     "actuator_fault bad_request store_full wrong_session no_memory "
     "state_damaged state_failure token_superseded revocations_full "
+    "dtls_failed psk_mismatch "
 )
 _E = const(255)  # no Error option
 _ERRORS = bytes((
@@ -99,6 +103,7 @@ _ERRORS = bytes((
     _E, _E,                                     # 42-43 state damaged, state failure
     1,                                          # 44 token_superseded
     _E,                                         # 45 revocations_full
+    _E, 1,                                      # 46-47 dtls_failed, psk_mismatch
 ))
 _CODES = bytes((
     0x44,                                       # 0 ok: 2.04
@@ -118,8 +123,9 @@ _CODES = bytes((
     0xA3, 0xA3,                                 # 42-43 state: 5.03
     0x81,                                       # 44 token_superseded: 4.01
     0xA3,                                       # 45 revocations_full: 5.03
+    0x80, 0x81,                                 # 46-47 (a handshake has no CoAP answer)
 ))
-COUNT = const(46)
+COUNT = const(48)
 
 def name(reason):
     if 0 <= reason < COUNT:

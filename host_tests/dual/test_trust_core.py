@@ -322,7 +322,7 @@ REASONS = {
     "log_failure": (None, "5.03"), "actuator_fault": (None, "5.03"), "bad_request": (0, "4.00"),
     "store_full": (None, "5.03"), "wrong_session": (1, "4.01"), "no_memory": (None, "5.03"),
     "state_damaged": (None, "5.03"), "state_failure": (None, "5.03"), "token_superseded": (1, "4.01"),
-    "revocations_full": (None, "5.03"),
+    "revocations_full": (None, "5.03"), "dtls_failed": (None, "4.00"), "psk_mismatch": (1, "4.01"),
 }
 
 

@@ -1,0 +1,37 @@
+"""The lock's network endpoints as its configuration asks (PROFILE sec. 1,
+4), opened for a board: frozen with the firmware, so the boards' main
+scripts (compiled onto the heap at boot) stay small.
+"""
+from coap import udp
+from lock import config
+
+
+def open_all(cfg, bundle, say, coap_port=None):
+    """Bind the configured UDP endpoints; returns [(socket, transport)]
+    for LockApp.run ("coap": plain CoAP, every resource when `coap.enabled`
+    (development only), else /authz-info only (RFC 9202 sec. 3.3.1);
+    "coaps": DTLS 1.2). The certificate-mode files are checked here, so a
+    bad bundle stops the start: raises config.ConfigError. A port that
+    cannot be bound is fatal (udp.bound)."""
+    cert = cfg.coaps_enabled and config.credentials(cfg, bundle) is not None
+    out = []
+    if cfg.coap_enabled or cfg.coap_authz_info:
+        port = coap_port or cfg.coap_port
+        out.append((udp.bound(cfg.bind, port), "coap"))
+        if cfg.coap_enabled:
+            say("WARNING: plain CoAP (no DTLS) is enabled on %s:%d - development only" % (cfg.bind, port))
+        else:
+            say("CoAP on %s:%d: /authz-info only (token upload, RFC 9202 sec. 3.3.1)" % (cfg.bind, port))
+    if cfg.coaps_enabled:
+        modes = [m for m, on in (("PSK mode", cfg.as_lock_key), ("certificate mode", cert)) if on]
+        if not modes:
+            raise config.ConfigError("coaps: no mode (PSK mode needs as_lock_key, certificate mode lock_cert)")
+        out.append((udp.bound(cfg.bind, cfg.coaps_port), "coaps"))
+        say("CoAPS (DTLS 1.2) on %s:%d: %s" % (cfg.bind, cfg.coaps_port, " and ".join(modes)))
+    return out
+
+
+def credentials(cfg, bundle):
+    """For LockApp.run: the certificate-mode files, or None (CoAPS off or
+    no certificate configured)."""
+    return config.credentials(cfg, bundle) if cfg.coaps_enabled else None

@@ -1,0 +1,285 @@
+"""End to end: the lock's two CoAPS modes and what surrounds them (issue 12;
+PROFILE sec. 3-4; RFC 9202 sec. 3.3), on the simulated lock with the
+project's DTLS client (python-mbedtls):
+
+- certificate mode: ECDHE-ECDSA with the lock's key and certificate from the
+  bundle; PoP inside CoAP; Bearer tokens only here and only when allowed;
+- PSK mode with the token itself as psk_identity (RFC 9202 sec. 3.3.2);
+- plain CoAP serving /authz-info only (the default: RFC 9202 sec. 3.3.1);
+- failed handshakes in the decision log; a session ending with its token.
+"""
+import asyncio
+import os
+import time
+
+import cbor2
+import pytest
+from mbedtls.exceptions import TLSError
+
+from coap import message as cm
+from lockctl import cose_host as ch
+from lockctl.dtls import DtlsError, DtlsPhone, bundle_certs
+from lockctl.provision import provision
+from simlock import RawClient, SimLock, phone, upload_and
+from test_e2e_coaps import psk_token, post_token
+from trust import reasons
+
+HEAP = int(os.environ.get("COAPS_HEAP", 256 * 1024))
+
+
+@pytest.fixture(scope="module")
+def lock(tmp_path_factory):
+    s = SimLock(tmp_path_factory.mktemp("lock"), coaps=True, heapsize=HEAP, allow_bearer=True,
+                config={"lockout": {"max_failures": 10000}, "token_store": 12})
+    yield s
+    s.stop()
+
+
+def certs(lock):
+    return bundle_certs(lock.bundle)
+
+
+def cert_phone(lock, tok=None, key=None, **kw):
+    lc, ca = certs(lock)
+    return DtlsPhone("127.0.0.1", lock.coaps_port, lock.device_id, tok, key, lock_cert=lc, ca_cert=ca, **kw)
+
+
+def psk_phone(lock, identity, secret, tok=None):
+    return DtlsPhone("127.0.0.1", lock.coaps_port, lock.device_id, tok, None, psk=(identity, secret),
+                     handshake_timeout=3.0)
+
+
+def unlocks(lock):
+    return sum(1 for e in lock.events() if e.startswith("unlocked"))
+
+
+def log_records(lock):
+    """The lock's decision log, read with an admin token over plain CoAP
+    (pages of 4 records; each read adds its own record, so a short page is
+    the end)."""
+    key = ch.gen_key()
+    admin = lock.token(key, over={9: "admin"})
+
+    async def go():
+        recs, after = [], 0
+        async with phone(lock, admin, key) as p:
+            assert (await p.upload()).code == "2.01"
+            while True:
+                out = await p.act("log", query=("after=%d" % after,))
+                assert out.code == "2.05", out.describe()
+                page = cbor2.loads(out.payload)["records"]
+                recs += page
+                if len(page) < 4:
+                    return recs
+                after = page[-1][0]
+    return asyncio.run(go())
+
+
+def names(recs, permission):
+    return [(r[4], reasons.name(r[9])) for r in recs if r[5] == permission]
+
+
+def test_certificate_mode_pop_unlock(lock):
+    key = ch.gen_key()
+    tok = lock.token(key, over={9: "unlock status"})
+    before = unlocks(lock)
+    start = len(lock.lines)
+
+    async def go():
+        async with cert_phone(lock, tok, key) as p:
+            assert p.channel.mode == "certificate" and "ECDHE-ECDSA" in p.cipher
+            up = await p.upload()
+            assert up.code == "2.01", up.describe()
+            out = await p.act("unlock")
+            assert out.code == "2.04", out.describe()
+            st = await p.act("status")
+            assert st.code == "2.05", st.describe()
+            return p.handshake_s
+    hs = asyncio.run(go())
+    lock.wait_for("EVENT unlocked")
+    assert unlocks(lock) == before + 1
+    assert "certificate mode" in lock.wait_for("coaps: session", start=start)
+    print("\ncertificate-mode handshake %.1f ms" % (hs * 1000))
+
+
+def test_certificate_mode_refuses_a_lock_not_in_the_bundle(lock, tmp_path):
+    other = str(tmp_path / "other")
+    provision(other, "other-lock", say=lambda *a: None)
+    lc, ca = bundle_certs(other)
+
+    async def go():
+        async with DtlsPhone("127.0.0.1", lock.coaps_port, lock.device_id, lock_cert=lc, ca_cert=ca,
+                             handshake_timeout=3.0) as p:
+            await p.discover()
+    with pytest.raises(DtlsError):
+        asyncio.run(go())
+
+
+def test_bearer_token_only_on_a_certificate_session(lock):
+    tok = ch.make_sign1(lock.claims(over={9: "unlock"}), lock.as_key, kid=lock.kid)  # no cnf
+    before = unlocks(lock)
+
+    async def on_cert():
+        async with cert_phone(lock, tok) as p:
+            return await p.act("unlock", inline=True)
+    out = asyncio.run(on_cert())
+    assert out.code == "2.04", out.describe()
+    lock.wait_for("EVENT unlocked")
+    # Plain CoAP: never (PROFILE sec. 3).
+    c = RawClient(lock.port)
+    try:
+        resp, _ = c.request(cm.POST, "lock/unlock", [(cm.BEARER, tok)])
+    finally:
+        c.close()
+    assert resp.code == cm.UNAUTHORIZED
+    # A PSK session is authorized by its own token, not by a bearer one.
+    kid, secret = b"psk-bearer", os.urandom(16)
+    assert post_token(lock, psk_token(lock, kid, secret, scope="status")) == cm.CREATED
+
+    async def on_psk():
+        async with psk_phone(lock, kid, secret, tok) as p:
+            return await p.act("unlock", inline=True)
+    out = asyncio.run(on_psk())
+    assert out.code == "4.01", out.describe()
+    assert unlocks(lock) == before + 1
+    recs = log_records(lock)
+    assert names(recs, "unlock")[-2:] == [("coap", "bearer_not_allowed"), ("coaps", "bearer_not_allowed")]
+
+
+def test_token_as_psk_identity(lock):
+    """RFC 9202 sec. 3.3.2: no upload; the handshake carries the token."""
+    kid, secret = os.urandom(8), os.urandom(16)
+    tok = psk_token(lock, kid, secret)
+    before = unlocks(lock)
+    start = len(lock.lines)
+
+    async def go():
+        async with psk_phone(lock, tok, secret) as p:
+            out = await p.act("unlock")
+            return out, p.handshake_s
+    out, hs = asyncio.run(go())
+    assert out.code == "2.04", out.describe()
+    lock.wait_for("EVENT unlocked")
+    assert unlocks(lock) == before + 1
+    assert "<%d-byte token>" % len(tok) in lock.wait_for("coaps: session", start=start)
+    # Stored like an upload: the kid alone now opens a session too.
+
+    async def again():
+        async with psk_phone(lock, kid, secret) as p:
+            return await p.act("status")
+    assert asyncio.run(again()).code == "2.05"
+    recs = log_records(lock)
+    ai = [r for r in recs if r[5] == "authz-info" and r[7] == ch.token_id(tok)]
+    assert ai and ai[-1][4] == "coaps" and ai[-1][8] is True
+    # A token that does not verify is refused in the handshake, and logged.
+    bad = bytearray(psk_token(lock, os.urandom(8), secret))
+    bad[-1] ^= 1
+
+    async def forged():
+        async with psk_phone(lock, bytes(bad), secret) as p:
+            await p.act("unlock")
+    with pytest.raises((DtlsError, TLSError, OSError)):
+        asyncio.run(forged())
+    recs = log_records(lock)
+    assert [n for n in names(recs, "authz-info") if n[0] == "coaps"][-1] == ("coaps", "sig_invalid")
+    assert unlocks(lock) == before + 1
+
+
+def test_failed_handshakes_are_logged_and_nothing_moves(lock):
+    kid, secret = b"psk-fail", os.urandom(16)
+    ptok = psk_token(lock, kid, secret)
+    assert post_token(lock, ptok) == cm.CREATED
+    before = unlocks(lock)
+
+    def attempt(**kw):
+        async def go():
+            async with DtlsPhone("127.0.0.1", lock.coaps_port, lock.device_id, handshake_timeout=3.0, **kw) as p:
+                await p.act("unlock")
+        with pytest.raises((DtlsError, TLSError, OSError)):
+            asyncio.run(go())
+    attempt(psk=(kid, bytes(16)))                        # wrong key for a known identity
+    attempt(psk=(b"nobody-knows", secret))               # unknown identity
+    lc, ca = certs(lock)
+    attempt(lock_cert=lc, ca_cert=ca, ciphers=["TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256"])  # no common suite
+    assert unlocks(lock) == before
+    recs = log_records(lock)
+    dtls = [(r[4], reasons.name(r[9]), r[7]) for r in recs if r[5] == "dtls"]
+    assert ("coaps", "psk_mismatch", ch.token_id(ptok)) in dtls, dtls
+    assert ("coaps", "token_unknown", None) in dtls, dtls
+    assert any(d[1] == "dtls_failed" for d in dtls), dtls
+
+
+def test_revoked_psk_token_ends_its_session(lock):
+    kid, secret = b"psk-revoke", os.urandom(16)
+    tok = psk_token(lock, kid, secret)
+    assert post_token(lock, tok) == cm.CREATED
+    before = unlocks(lock)
+
+    async def go():
+        async with psk_phone(lock, kid, secret) as p:
+            assert (await p.act("status")).code == "2.05"
+            start = len(lock.lines)
+            admin_key = ch.gen_key()
+            admin = lock.token(admin_key, over={9: "admin"})
+            out = await upload_and(lock, admin, admin_key, "revoke",
+                                   payload=cbor2.dumps({"ids": [ch.token_id(tok)]}))
+            assert out.code == "2.04", out.describe()
+            # The sweep ends the session within about a second; a request
+            # that comes first is refused on the token (4.01).
+            try:
+                p.coap.exchange_timeout = 3.0
+                out = await p.act("unlock")
+                assert out.code == "4.01", out.describe()
+            except (DtlsError, TLSError, OSError, TimeoutError):
+                pass
+            lock.wait_for("its token expired or was revoked", start=start, timeout=5)
+    asyncio.run(go())
+    assert unlocks(lock) == before
+
+
+def test_psk_session_ends_when_its_token_expires(lock):
+    kid, secret = b"psk-expiry", os.urandom(16)
+    c = lock.claims(over={9: "status"})
+    # Expired 57 s ago: still valid for 3 s under the lock's 60 s clock skew.
+    c[4] = int(time.time()) - 57
+    c[8] = {2: ch.encrypt0_key(bytes.fromhex(lock.cfg["as_lock_key"]), kid, secret)}
+    assert post_token(lock, ch.make_sign1(c, lock.as_key, kid=lock.kid)) == cm.CREATED
+    start = len(lock.lines)
+
+    async def go():
+        async with psk_phone(lock, kid, secret) as p:
+            assert (await p.act("status")).code == "2.05"
+            line = lock.wait_for("its token expired or was revoked", start=start, timeout=10)
+            return line
+    assert "session" in asyncio.run(go())
+
+
+def test_plain_coap_serves_only_authz_info_by_default(tmp_path):
+    s = SimLock(tmp_path, coaps=True, heapsize=HEAP, config={"coap": {"enabled": False}})
+    try:
+        assert "/authz-info only" in s.output()
+        c = RawClient(s.port)
+        try:
+            resp, _ = c.request(cm.GET, ".well-known/core")
+            assert resp.code == cm.CONTENT and resp.payload.startswith(b"</authz-info>")
+            assert b"unlock" not in resp.payload
+            key = ch.gen_key()
+            tok = s.token(key, over={9: "unlock"})
+            resp, _ = c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, b"\x3d")], tok)
+            assert resp.code == cm.CREATED
+            nonce = cbor2.loads(resp.payload)[39]
+            proof = ch.pop_proof(key, s.device_id, nonce, "unlock", ch.token_id(tok))
+            resp, _ = c.request(cm.POST, "lock/unlock", [(cm.POP, proof)])
+            assert resp.code == cm.NOT_FOUND
+        finally:
+            c.close()
+        # The same token over CoAPS (certificate mode) unlocks.
+
+        async def go():
+            async with cert_phone(s, tok, key) as p:
+                return await p.act("unlock")
+        out = asyncio.run(go())
+        assert out.code == "2.04", out.describe()
+        s.wait_for("EVENT unlocked")
+    finally:
+        s.stop()
