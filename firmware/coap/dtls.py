@@ -59,6 +59,18 @@ _HS_CLIENT_HELLO = const(1)
 _MAX_RECORDS = const(4)  # application records taken from one datagram
 _SMALL_RX = const(512)  # a receive on a heap with no larger block (PSK handshakes fit)
 
+# The suites each mode offers, in the lock's order of preference (mbedTLS
+# servers choose by their own order): RFC 7925's (RFC 7252 sec. 9.1.3's
+# mandatory CCM-8 ones) first, then the other AEADs, then CBC for peers with
+# nothing else; ECDHE-PSK adds forward secrecy for PSK clients that offer it
+# alone. Names the port's mbedTLS lacks are left out (SSLContext.get_ciphers).
+PSK_SUITES = ("TLS-PSK-WITH-AES-128-CCM-8", "TLS-PSK-WITH-AES-128-CCM", "TLS-PSK-WITH-AES-128-GCM-SHA256",
+              "TLS-PSK-WITH-AES-256-GCM-SHA384", "TLS-ECDHE-PSK-WITH-AES-128-CBC-SHA256",
+              "TLS-PSK-WITH-AES-128-CBC-SHA256")
+CERT_SUITES = ("TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8", "TLS-ECDHE-ECDSA-WITH-AES-128-CCM",
+               "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", "TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384",
+               "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256")
+
 # Why a handshake failed, for on_failure.
 FAIL_UNKNOWN_IDENTITY = const(1)  # PSK identity the lock has no key for
 FAIL_PSK_MISMATCH = const(2)  # a known identity, but the client's Finished did not verify under its key
@@ -199,9 +211,11 @@ class DtlsServer:
         if psk_lookup is not None:
             self.psk_ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
             self.psk_ctx.server_psk_keys = self.keys
+            _suites(self.psk_ctx, PSK_SUITES)
         if cert is not None:
             self.cert_ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
             self.cert_ctx.load_cert_chain(cert[0], cert[1])
+            _suites(self.cert_ctx, CERT_SUITES)
         self.admit = admit
         self.on_failure = on_failure
         self.session_ok = session_ok
@@ -458,6 +472,11 @@ class DtlsServer:
                 self.expire()
             except Exception as e:
                 self.server.report(e)
+
+
+def _suites(ctx, names):
+    have = ctx.get_ciphers()
+    ctx.set_ciphers([n for n in names if n in have])
 
 
 def _take(size):
