@@ -66,8 +66,11 @@ SUBK = [(1, 1), (1, 8), (4, 1), (3, 3), (1, 2)]
 
 # Workspace registers (20 limbs, 40 bytes each)
 REGS = ["SA", "SB", "X", "Y", "Z", "T0", "T1", "T2", "T3", "T4", "T5", "T6",
-        "ONE", "R2", "B", "ZERO", "D2X", "D2Y", "D2Z", "RR"]
-QREGS = 5           # a Q-table entry: X, Y, Z, Z^2, Z^3
+        ]
+# Constant registers, read from CONSTS (flash when frozen), operand 0x40 + k
+CONST = {"ONE": 0, "R2": 1, "B": 2, "ZERO": 3}
+CSRC = 0x40
+QREGS = 3           # a Q-table entry: X, Y, Z
 QW = 5              # wNAF width of the per-call (Q) half: 8 odd multiples
 QN = 1 << (QW - 2)
 REG = {name: i for i, name in enumerate(REGS)}
@@ -146,9 +149,10 @@ def gen_run():
           "    point is in GT | arg << 11. Returns 0 at END and 1 where a ZEXIT finds",
           "    its register = 0 (mod p).",
           "",
-          "    Instructions are 4 bytes: op, dst, a, b. Operands below 0x80 are",
-          "    workspace registers; 0x80+k is register k of the source point, at limb",
-          "    offset arg of the workspace (or of GT). LOOP jumps back to the start",
+          "    Instructions are 4 bytes: op, dst, a, b. Operands below 0x40 are",
+          "    workspace registers, 0x40+k the constant k of CONSTS, 0x80+k register",
+          "    k of the source point, at limb offset arg of the workspace (or of",
+          "    GT). LOOP jumps back to the start",
           "    while a counter, set from arg, stays above 0 (a chain of doublings).",
           "    MUL and SQR copy their operands to the scratch registers SA, SB first:",
           "    viper then reads them at constant offsets from w, kept in a machine",
@@ -165,6 +169,7 @@ def gen_run():
     o.append(ind + "if code & 0x400:")
     o.append(ind + "    ga = int(ptr16(GT))")
     o.append(ind + "ga += arg << 1")
+    o.append(ind + "ca = int(ptr16(CONSTS))")
     o.append(ind + "while True:")
     ind = "        "
     o.append(ind + "op = pr[pc]")
@@ -183,6 +188,9 @@ def gen_run():
     for v, p in (("d", "z"), ("a", "xa"), ("b", "xb")):
         o.append(ind + "if %s & 0x80:" % v)
         o.append(ind + "    %s = ptr16(ga + (%s & 0x7F) * %d)" % (p, v, 2 * NL))
+        if v != "d":
+            o.append(ind + "elif %s & 0x40:" % v)
+            o.append(ind + "    %s = ptr16(ca + (%s & 0x3F) * %d)" % (p, v, 2 * NL))
         o.append(ind + "else:")
         o.append(ind + "    %s = ptr16(wa + %s * %d)" % (p, v, 2 * NL))
     i2 = ind + "    "
@@ -286,6 +294,8 @@ def asm(lines):
             return SRC + int(v[1:])
         if v.startswith("Q") and v[1:].isdigit():
             return REG["Q0"] + int(v[1:])
+        if v in CONST:
+            return CSRC + CONST[v]
         return REG[v]
     names = {OP_END: "END", OP_MUL: "MUL", OP_SQR: "SQR", OP_ADD: "ADD", OP_SUB: "SUB",
              OP_MULS: "MULS", OP_COPY: "COPY", OP_ZEXIT: "ZEXIT", OP_LOOP: "LOOP"}
@@ -362,17 +372,19 @@ def madd(neg):
 
 
 def jadd(neg):
-    """(X, Y, Z) += (S0, +-S1, S2) Jacobian, with S3 = S2^2 and S4 = S2^3
-    cached (add-1998-cmo-2, EFD), 11M + 3S. ZEXIT leaves X, Y, Z untouched
-    when H = 0 (T2 holds S2 and T6 S1, for JRZ)."""
+    """(X, Y, Z) += (S0, +-S1, S2) Jacobian (add-1998-cmo-2, EFD), 12M + 4S.
+    ZEXIT leaves X, Y, Z untouched when H = 0 (T2 holds S2 and T6 S1, for
+    JRZ). Z2^2 and Z2^3 are not cached: the workspace stays small."""
     return [
         (S, "T0", "Z"),                # Z1Z1
         (M, "T1", "S0", "T0"),         # U2 = X2 Z1^2
-        (M, "T5", "X", "S3"),          # U1 = X1 Z2^2
+        (S, "T6", "S2"),               # Z2Z2
+        (M, "T5", "X", "T6"),          # U1 = X1 Z2^2
+        (M, "T6", "T6", "S2"),
+        (M, "T6", "Y", "T6"),          # S1 = Y1 Z2^3
         (M, "T2", "Z", "T0"),
         (M, "T2", "S1", "T2"),         # S2 = Y2 Z1^3
     ] + ([(U, "T2", "ZERO", "T2")] if neg else []) + [
-        (M, "T6", "Y", "S4"),          # S1 = Y1 Z2^3
         (U, "T1", "T1", "T5"),         # H = U2 - U1
         (Z_, 0, "T1"),
         (U, "T2", "T2", "T6"),         # R = S2 - S1
@@ -391,6 +403,9 @@ def jadd(neg):
     ]
 
 
+# 2Q, kept between QINIT and the last QSTEP in the last Q-table entry
+D2 = ["Q%d" % (QREGS * (QN - 1) + i) for i in range(3)]
+
 PROGRAMS = {
     "DBLN": (DBL + [(L,)], "arg doublings of (X, Y, Z) (arg >= 1)"),
     "MADD": (madd(False), "(X, Y, Z) += G-table point at arg (arg < 0); 1 if H = 0"),
@@ -404,14 +419,15 @@ PROGRAMS = {
     "QLOAD": ([(K, "X", "S0"), (K, "Y", "S1"), (K, "Z", "S2")], "(X, Y, Z) = Q-table entry at arg"),
     "QLOADN": ([(K, "X", "S0"), (U, "Y", "ZERO", "S1"), (K, "Z", "S2")], "(X, Y, Z) = -(Q-table entry)"),
     # Q0 x, y loaded raw (not Montgomery) -> Montgomery, Z = Z^2 = Z^3 = 1,
-    # 1 if on the curve (y^2 = x^3 - 3x + b), and 2Q in D2X, D2Y, D2Z.
+    # 1 if on the curve (y^2 = x^3 - 3x + b), and 2Q in the registers of
+    # the last entry, which the last QSTEP reads before it writes them.
     "QINIT": ([
         (M, "Q0", "Q0", "R2"),
         (M, "Q1", "Q1", "R2"),
-        (K, "Q2", "ONE"), (K, "Q3", "ONE"), (K, "Q4", "ONE"),
+        (K, "Q2", "ONE"),
         (K, "X", "Q0"), (K, "Y", "Q1"), (K, "Z", "ONE"),
     ] + DBL + [
-        (K, "D2X", "X"), (K, "D2Y", "Y"), (K, "D2Z", "Z"),
+        (K, D2[0], "X"), (K, D2[1], "Y"), (K, D2[2], "Z"),
         (S, "T0", "Q1"),
         (S, "T1", "Q0"),
         (M, "T1", "T1", "Q0"),
@@ -423,19 +439,17 @@ PROGRAMS = {
     ], "Q to Montgomery form, 2Q; 1 if Q is on the curve"),
     # Entry k+1 = entry k (at arg) + 2Q; 1 (H = 0) cannot happen for a
     # point of prime order n > 15.
-    "QSTEP": ([(K, "X", "D2X"), (K, "Y", "D2Y"), (K, "Z", "D2Z")] + jadd(False) + [
-        (K, "S5", "X"), (K, "S6", "Y"), (K, "S7", "Z"),
-        (S, "S8", "Z"),
-        (M, "S9", "S8", "Z"),
+    "QSTEP": ([(K, "X", D2[0]), (K, "Y", D2[1]), (K, "Z", D2[2])] + jadd(False) + [
+        (K, "S3", "X"), (K, "S4", "Y"), (K, "S5", "Z"),
     ], "Q-table entry after the one at arg = it + 2Q"),
-    # RR loaded raw: 1 if RR * Z^2 = X (mod p), i.e. x(R) = RR.
+    # T5 loaded raw: 1 if T5 * Z^2 = X (mod p), i.e. x(R) = T5.
     "CHECKR": ([
-        (M, "RR", "RR", "R2"),
+        (M, "T5", "T5", "R2"),
         (S, "T0", "Z"),
-        (M, "T0", "T0", "RR"),
+        (M, "T0", "T0", "T5"),
         (U, "T0", "T0", "X"),
         (Z_, 0, "T0"),
-    ], "1 if x(X, Y, Z) = RR (RR loaded raw)"),
+    ], "1 if x(X, Y, Z) = T5 (T5 loaded raw)"),
 }
 
 
@@ -516,7 +530,8 @@ def _run_int(w, code):
             continue
         ops = []
         for r in (d, a, b):
-            ops.append((g, arg + (r & 0x7F) * %d) if r & 0x80 else (w, r * %d))
+            ops.append((g, arg + (r & 0x7F) * %d) if r & 0x80 else
+                       (CONSTS, (r & 0x3F) * %d) if r & 0x40 else (w, r * %d))
         x = _get(*ops[1])
         if op == %d:
             v = x * _get(*ops[2]) * _RINV
@@ -548,7 +563,7 @@ if sys.implementation.name != "micropython":
 
     run = _run_int
     load = _load_int
-''' % (P, pow(R, -1, P), tuple(SUBK), 2 * NL, 2 * NL - 1, LB, NL, LB, MASK, NL, 2 * NL, OP_END, OP_LOOP, NL, NL, OP_MUL, OP_SQR,
+''' % (P, pow(R, -1, P), tuple(SUBK), 2 * NL, 2 * NL - 1, LB, NL, LB, MASK, NL, 2 * NL, OP_END, OP_LOOP, NL, NL, NL, OP_MUL, OP_SQR,
        OP_ADD, OP_SUB, OP_MULS, OP_COPY, NL)
 
 
@@ -574,14 +589,14 @@ def generate():
          "NREGS = %d  # workspace registers, %d bytes each" % (NREGS, 2 * NL),
          "WG = %d  # wNAF width of the G table" % WG,
          "WQ = %d  # wNAF width of the Q table" % QW,
-         "QREGS = %d  # registers per Q-table entry: X, Y, Z, Z^2, Z^3" % QREGS,
+         "QREGS = %d  # registers per Q-table entry: X, Y, Z" % QREGS,
          "# register numbers"]
     for name in REGS:
         o.append("%s = %d" % ("R_" + name, REG[name]))
     o.append("R_Q0 = %d  # Q-table entry k at R_Q0 + QREGS * k" % REG["Q0"])
     o.append("")
     consts = b"".join(le16(v) for v in (mont(1), R * R % P, mont(B), 0))
-    o += bytes_lines("CONSTS", consts, "ONE, R2, B, ZERO: registers R_ONE..R_ZERO at start "
+    o += bytes_lines("CONSTS", consts, "ONE, R2, B, ZERO: operands 0x40..0x43 "
                      "(Montgomery 1, R^2 mod p, Montgomery b, 0)")
     o.append("")
     progs = b""

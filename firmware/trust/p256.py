@@ -24,14 +24,15 @@ control flow of the exceptional cases.
     Montgomery form in p256_field.GT (in flash when frozen), added with
     mixed Jacobian+affine additions;
   * u2*Q: width-5 wNAF over Q, 3Q, ..., 15Q, built per call in Jacobian
-    form (with Z^2 and Z^3 kept) and added with full Jacobian additions;
+    form and added with full Jacobian additions;
   * exceptional additions: P + P becomes a doubling, P + (-P) the point at
     infinity (tracked here; the workspace never holds it);
   * x(R) mod n == r is checked in Jacobian form (r*Z^2 == X, and
     (r + n)*Z^2 == X when r + n < p), without an inversion.
-Memory: the workspace (NREGS registers of 40 bytes, about 2.3 KB) is
-allocated once at import; a verify allocates only a few small ints and the
-two digit buffers. Not reentrant (one workspace): the lock verifies from one
+Memory: the workspace (NREGS registers of 40 bytes, 1.4 KB: scratch,
+accumulator, temporaries, the Q table; the constants and the G table are
+read from the module's bytes, in flash when frozen) is allocated once at
+import; a verify allocates only a few small ints and the two digit buffers. Not reentrant (one workspace): the lock verifies from one
 task at a time, and nothing here yields.
 """
 
@@ -52,15 +53,14 @@ _NL = const(20)  # limbs of a register (p256_field)
 _LK = 60 if sys.maxsize > 1 << 40 else 28
 
 _WS = bytearray(_f.NREGS * 2 * _NL)
-_WS[_f.R_ONE * 2 * _NL:(_f.R_ZERO + 1) * 2 * _NL] = _f.CONSTS
 _RUN = _f.run
 _LOAD = _f.load
 # run() codes of the Q-table entries (limb offsets << 11); load() codes of
-# Q0's x and y and of RR
+# Q0's x and y and of the register CHECKR compares with
 _QOFF = tuple((_f.R_Q0 + _f.QREGS * k) * _NL << 11 for k in range(1 << (_f.WQ - 2)))
 _LX = _f.R_Q0 << 8
 _LY = (_f.R_Q0 + 1) << 8
-_LR = _f.R_RR << 8
+_LR = _f.R_T5 << 8
 
 
 def _inv(a, m):
