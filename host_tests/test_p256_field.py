@@ -40,8 +40,8 @@ import sys
 from trust import p256_field as f
 ws = bytearray(f.NREGS * 40)
 A = f.R_T0
-B = f.R_T1
-D = f.R_T2
+B = f.R_T0 + 1
+D = f.R_T0 + 2
 def put(reg, v):
     for i in range(20):
         x = v & 0x1FFF
@@ -155,15 +155,15 @@ def test_field_edges_on_cpython_emulation():
     try:
         for op, a, b in cases():
             put(f.R_T0, a)
-            put(f.R_T1, b)
-            put(f.R_T2, 0)
-            f.PROGS = bytes([OPS[op], f.R_T2, f.R_T0, b if op == "MULS" else f.R_T1, 0, 0, 0, 0])
-            results.append((f.run(ws, 0), get(f.R_T2)))
+            put(f.R_T0 + 1, b)
+            put(f.R_T0 + 2, 0)
+            f.PROGS = bytes([OPS[op], (f.R_T0 + 2), f.R_T0, b if op == "MULS" else (f.R_T0 + 1), 0, 0, 0, 0])
+            results.append((f.run(ws, 0), get(f.R_T0 + 2)))
     finally:
         f.PROGS = saved
     for x in LOADS:
-        f.load(ws, x.to_bytes(32, "big"), f.R_T2 << 8)
-        results.append((0, get(f.R_T2)))
+        f.load(ws, x.to_bytes(32, "big"), (f.R_T0 + 2) << 8)
+        results.append((0, get(f.R_T0 + 2)))
     check(results)
 
 

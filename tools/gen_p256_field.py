@@ -490,76 +490,75 @@ def bytes_lines(name, raw, comment):
 INT_FALLBACK = '''# CPython (host tests) has no viper: run() and load() there are this
 # emulation of the same machine on Python ints, over the same workspace
 # layout, tables and programs; registers hold canonical residues.
-_P = %d
-_RINV = %d
-_SEEN = {}  # limb bytes -> int, for the values run() wrote
-_SUBK = %r
-
-
-def _get(buf, off):
-    raw = bytes(buf[2 * off:2 * off + %d])
-    v = _SEEN.get(raw)
-    if v is None:
-        v = 0
-        for i in range(%d, -1, -2):
-            v = (v << %d) | raw[i - 1] | (raw[i] << 8)
-    return v
-
-
-def _put(buf, off, v):
-    raw = _pack("<%dH", *[(v >> (%d * i)) & 0x%X for i in range(%d)])
-    if len(_SEEN) > 4096:
-        _SEEN.clear()
-    _SEEN[raw] = v
-    buf[2 * off:2 * off + %d] = raw
-
-
-def _run_int(w, code):
-    start = pc = code & 0x3FF
-    arg = code >> 11
-    g = GT if code & GSRC else w
-    while True:
-        op, d, a, b = PROGS[pc:pc + 4]
-        pc += 4
-        if op == %d:
-            return 0
-        if op == %d:
-            arg -= 1
-            if arg > 0:
-                pc = start
-            continue
-        ops = []
-        for r in (d, a, b):
-            ops.append((g, arg + (r & 0x7F) * %d) if r & 0x80 else
-                       (CONSTS, (r & 0x3F) * %d) if r & 0x40 else (w, r * %d))
-        x = _get(*ops[1])
-        if op == %d:
-            v = x * _get(*ops[2]) * _RINV
-        elif op == %d:
-            v = x * x * _RINV
-        elif op == %d:
-            v = x + _get(*ops[2])
-        elif op & 15 == %d:
-            ka, kb = _SUBK[op >> 4]
-            v = ka * x - kb * _get(*ops[2])
-        elif op == %d:
-            v = x * b
-        elif op == %d:
-            v = x
-        elif x %% _P == 0:
-            return 1
-        else:
-            continue
-        _put(ops[0][0], ops[0][1], v %% _P)
-
-
-def _load_int(w, src, arg):
-    o = arg & 0xFF
-    _put(w, (arg >> 8) * %d, int.from_bytes(bytes(src[o:o + 32]), "big"))
-
-
 if sys.implementation.name != "micropython":
     from struct import pack as _pack
+
+    _P = %d
+    _RINV = %d
+    _SEEN = {}  # limb bytes -> int, for the values run() wrote
+    _SUBK = %r
+
+
+    def _get(buf, off):
+        raw = bytes(buf[2 * off:2 * off + %d])
+        v = _SEEN.get(raw)
+        if v is None:
+            v = 0
+            for i in range(%d, -1, -2):
+                v = (v << %d) | raw[i - 1] | (raw[i] << 8)
+        return v
+
+
+    def _put(buf, off, v):
+        raw = _pack("<%dH", *[(v >> (%d * i)) & 0x%X for i in range(%d)])
+        if len(_SEEN) > 4096:
+            _SEEN.clear()
+        _SEEN[raw] = v
+        buf[2 * off:2 * off + %d] = raw
+
+
+    def _run_int(w, code):
+        start = pc = code & 0x3FF
+        arg = code >> 11
+        g = GT if code & GSRC else w
+        while True:
+            op, d, a, b = PROGS[pc:pc + 4]
+            pc += 4
+            if op == %d:
+                return 0
+            if op == %d:
+                arg -= 1
+                if arg > 0:
+                    pc = start
+                continue
+            ops = []
+            for r in (d, a, b):
+                ops.append((g, arg + (r & 0x7F) * %d) if r & 0x80 else
+                           (CONSTS, (r & 0x3F) * %d) if r & 0x40 else (w, r * %d))
+            x = _get(*ops[1])
+            if op == %d:
+                v = x * _get(*ops[2]) * _RINV
+            elif op == %d:
+                v = x * x * _RINV
+            elif op == %d:
+                v = x + _get(*ops[2])
+            elif op & 15 == %d:
+                ka, kb = _SUBK[op >> 4]
+                v = ka * x - kb * _get(*ops[2])
+            elif op == %d:
+                v = x * b
+            elif op == %d:
+                v = x
+            elif x %% _P == 0:
+                return 1
+            else:
+                continue
+            _put(ops[0][0], ops[0][1], v %% _P)
+
+
+    def _load_int(w, src, arg):
+        o = arg & 0xFF
+        _put(w, (arg >> 8) * %d, int.from_bytes(bytes(src[o:o + 32]), "big"))
 
     run = _run_int
     load = _load_int
@@ -591,7 +590,7 @@ def generate():
          "WQ = %d  # wNAF width of the Q table" % QW,
          "QREGS = %d  # registers per Q-table entry: X, Y, Z" % QREGS,
          "# register numbers"]
-    for name in REGS:
+    for name in ("T0", "T5"):  # T0 for the tests, T5 for CHECKR's operand
         o.append("%s = %d" % ("R_" + name, REG[name]))
     o.append("R_Q0 = %d  # Q-table entry k at R_Q0 + QREGS * k" % REG["Q0"])
     o.append("")

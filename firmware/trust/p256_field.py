@@ -21,18 +21,8 @@ WG = 8  # wNAF width of the G table
 WQ = 5  # wNAF width of the Q table
 QREGS = 3  # registers per Q-table entry: X, Y, Z
 # register numbers
-R_SA = 0
-R_SB = 1
-R_X = 2
-R_Y = 3
-R_Z = 4
 R_T0 = 5
-R_T1 = 6
-R_T2 = 7
-R_T3 = 8
-R_T4 = 9
 R_T5 = 10
-R_T6 = 11
 R_Q0 = 12  # Q-table entry k at R_Q0 + QREGS * k
 
 # ONE, R2, B, ZERO: operands 0x40..0x43 (Montgomery 1, R^2 mod p, Montgomery b, 0)
@@ -973,76 +963,75 @@ def load(ws, src, arg: int):
 # CPython (host tests) has no viper: run() and load() there are this
 # emulation of the same machine on Python ints, over the same workspace
 # layout, tables and programs; registers hold canonical residues.
-_P = 115792089210356248762697446949407573530086143415290314195533631308867097853951
-_RINV = 7237005573962268882148632022282255988953858561911638725784712260406896230400
-_SEEN = {}  # limb bytes -> int, for the values run() wrote
-_SUBK = ((1, 1), (1, 8), (4, 1), (3, 3), (1, 2))
-
-
-def _get(buf, off):
-    raw = bytes(buf[2 * off:2 * off + 40])
-    v = _SEEN.get(raw)
-    if v is None:
-        v = 0
-        for i in range(39, -1, -2):
-            v = (v << 13) | raw[i - 1] | (raw[i] << 8)
-    return v
-
-
-def _put(buf, off, v):
-    raw = _pack("<20H", *[(v >> (13 * i)) & 0x1FFF for i in range(20)])
-    if len(_SEEN) > 4096:
-        _SEEN.clear()
-    _SEEN[raw] = v
-    buf[2 * off:2 * off + 40] = raw
-
-
-def _run_int(w, code):
-    start = pc = code & 0x3FF
-    arg = code >> 11
-    g = GT if code & GSRC else w
-    while True:
-        op, d, a, b = PROGS[pc:pc + 4]
-        pc += 4
-        if op == 0:
-            return 0
-        if op == 8:
-            arg -= 1
-            if arg > 0:
-                pc = start
-            continue
-        ops = []
-        for r in (d, a, b):
-            ops.append((g, arg + (r & 0x7F) * 20) if r & 0x80 else
-                       (CONSTS, (r & 0x3F) * 20) if r & 0x40 else (w, r * 20))
-        x = _get(*ops[1])
-        if op == 1:
-            v = x * _get(*ops[2]) * _RINV
-        elif op == 2:
-            v = x * x * _RINV
-        elif op == 3:
-            v = x + _get(*ops[2])
-        elif op & 15 == 4:
-            ka, kb = _SUBK[op >> 4]
-            v = ka * x - kb * _get(*ops[2])
-        elif op == 5:
-            v = x * b
-        elif op == 6:
-            v = x
-        elif x % _P == 0:
-            return 1
-        else:
-            continue
-        _put(ops[0][0], ops[0][1], v % _P)
-
-
-def _load_int(w, src, arg):
-    o = arg & 0xFF
-    _put(w, (arg >> 8) * 20, int.from_bytes(bytes(src[o:o + 32]), "big"))
-
-
 if sys.implementation.name != "micropython":
     from struct import pack as _pack
+
+    _P = 115792089210356248762697446949407573530086143415290314195533631308867097853951
+    _RINV = 7237005573962268882148632022282255988953858561911638725784712260406896230400
+    _SEEN = {}  # limb bytes -> int, for the values run() wrote
+    _SUBK = ((1, 1), (1, 8), (4, 1), (3, 3), (1, 2))
+
+
+    def _get(buf, off):
+        raw = bytes(buf[2 * off:2 * off + 40])
+        v = _SEEN.get(raw)
+        if v is None:
+            v = 0
+            for i in range(39, -1, -2):
+                v = (v << 13) | raw[i - 1] | (raw[i] << 8)
+        return v
+
+
+    def _put(buf, off, v):
+        raw = _pack("<20H", *[(v >> (13 * i)) & 0x1FFF for i in range(20)])
+        if len(_SEEN) > 4096:
+            _SEEN.clear()
+        _SEEN[raw] = v
+        buf[2 * off:2 * off + 40] = raw
+
+
+    def _run_int(w, code):
+        start = pc = code & 0x3FF
+        arg = code >> 11
+        g = GT if code & GSRC else w
+        while True:
+            op, d, a, b = PROGS[pc:pc + 4]
+            pc += 4
+            if op == 0:
+                return 0
+            if op == 8:
+                arg -= 1
+                if arg > 0:
+                    pc = start
+                continue
+            ops = []
+            for r in (d, a, b):
+                ops.append((g, arg + (r & 0x7F) * 20) if r & 0x80 else
+                           (CONSTS, (r & 0x3F) * 20) if r & 0x40 else (w, r * 20))
+            x = _get(*ops[1])
+            if op == 1:
+                v = x * _get(*ops[2]) * _RINV
+            elif op == 2:
+                v = x * x * _RINV
+            elif op == 3:
+                v = x + _get(*ops[2])
+            elif op & 15 == 4:
+                ka, kb = _SUBK[op >> 4]
+                v = ka * x - kb * _get(*ops[2])
+            elif op == 5:
+                v = x * b
+            elif op == 6:
+                v = x
+            elif x % _P == 0:
+                return 1
+            else:
+                continue
+            _put(ops[0][0], ops[0][1], v % _P)
+
+
+    def _load_int(w, src, arg):
+        o = arg & 0xFF
+        _put(w, (arg >> 8) * 20, int.from_bytes(bytes(src[o:o + 32]), "big"))
 
     run = _run_int
     load = _load_int
