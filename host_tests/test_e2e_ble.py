@@ -12,7 +12,7 @@ import pytest
 
 from lockctl import ble
 from lockctl import cose_host as ch
-from simlock import SimLock, act, upload_and
+from simlock import SimLock, act
 
 BLE_HEAP = 64 * 1024
 REASON_ERRORS = {"scope_insufficient": 2, "expired": 1, "revoked": 1, "bearer_not_allowed": 1,
@@ -47,22 +47,27 @@ async def attempt(lock, token, key, permission="unlock", **kw):
         return await p.attempt(lock.device_id, permission, token, key, **kw)
 
 
+def admin(lock, action, **kw):
+    """An admin request over CoAP with the admin token inline (no store
+    slot needed: the BLE tests fill the store with used tokens)."""
+    r = run(act(lock, lock.admin_tok, lock.admin_key, action, inline=True, **kw))
+    assert r.ok, "%s %r: %s\n%s" % (action, kw, r.describe(), lock.output())
+    return r
+
+
 def log_after(lock, seq):
-    """Decision records with seq > `seq` (GET /log pages, admin token)."""
+    """BLE decision records with seq > `seq`, up to the log's end when
+    called (GET /log pages, admin token; reading the log is logged too)."""
     out = []
-    first = True
-    while True:
-        if first:
-            r = run(upload_and(lock, lock.admin_tok, lock.admin_key, "log", query=["after=%d" % seq]))
-            first = False
-        else:
-            r = run(act(lock, lock.admin_tok, lock.admin_key, "log", query=["after=%d" % seq]))
-        assert r.ok, r.describe()
-        recs = cbor2.loads(r.payload)["records"]
-        if not recs:
-            return out
-        out += [x for x in recs if x[4] == "ble"]
-        seq = recs[-1][0]
+    end = None
+    while end is None or seq < end:
+        body = cbor2.loads(admin(lock, "log", query=["after=%d" % seq]).payload)
+        end = body["next_seq"] if end is None else end
+        if not body["records"]:
+            break
+        out += [x for x in body["records"] if x[4] == "ble" and x[0] < end]
+        seq = body["records"][-1][0]
+    return out
 
 
 def ble_lines(lock, start):
@@ -156,9 +161,7 @@ def test_refusals_have_their_reason_in_result_and_log(lock):
     victim = lock.token(victim_key)
     r = run(attempt(lock, victim, victim_key))
     assert r.granted, r.describe() + "\n" + lock.output()
-    r = run(upload_and(lock, lock.admin_tok, lock.admin_key, "revoke",
-                       payload=cbor2.dumps({"ids": [ch.token_id(victim)]})))
-    assert r.ok, r.describe()
+    admin(lock, "revoke", payload=cbor2.dumps({"ids": [ch.token_id(victim)]}))
     for id_only in (True, False):
         r = run(attempt(lock, victim, victim_key, id_only=id_only))
         assert (r.granted, r.reason) == (False, "token_unknown" if id_only else "revoked"), r.describe()
@@ -186,9 +189,7 @@ def _request(lock, tok, key, nonce, permission="unlock"):
 
 
 def _last_seq(lock):
-    r = run(upload_and(lock, lock.admin_tok, lock.admin_key, "log", query=["after=0"]))
-    assert r.ok, r.describe()
-    return cbor2.loads(r.payload)["next_seq"] - 1
+    return cbor2.loads(admin(lock, "log", query=["after=0"]).payload)["next_seq"] - 1
 
 
 # Transport faults: nothing truncated is parsed, and the next phone succeeds --

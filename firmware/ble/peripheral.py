@@ -145,7 +145,9 @@ class Peripheral:
                 while self.conn is None:
                     await self.flag.wait()
                 self.connections += 1
-                await self._session(self.conn, "ble:%d" % self.connections)
+                # The peer identity (nonces, lockout, store): bytes, as the
+                # CoAP transports' addresses are, so tables compare like with like.
+                await self._session(self.conn, ("ble:%d" % self.connections).encode())
                 await self._hang_up()
             except Exception as e:  # the radio failed: say so, try again
                 self.say("BLE: %r" % (e,))
@@ -182,10 +184,10 @@ class Peripheral:
                     if d is not None:
                         self.say("BLE: %s %s (%s)%s" % (
                             d.permission, "granted" if d.granted else "denied " + reasons.name(d.reason),
-                            peer, "" if d.seq is None else " seq %d" % d.seq))
+                            peer.decode(), "" if d.seq is None else " seq %d" % d.seq))
                 else:
                     out = self.access.invalid(frag.FAULTS[p])
-                    self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer))
+                    self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer.decode()))
                 self.pending = frag.MORE
                 self._answer(conn, peer, out)
                 continue
@@ -197,7 +199,7 @@ class Peripheral:
             if self.reasm.active:
                 if quiet >= self.stall_ms:
                     self.reasm.reset()
-                    self.say("BLE: message discarded: transfer_stalled (%s)" % peer)
+                    self.say("BLE: message discarded: transfer_stalled (%s)" % peer.decode())
                     self._answer(conn, peer, self.access.invalid("transfer_stalled"))
                     continue
                 wait = self.stall_ms - quiet
