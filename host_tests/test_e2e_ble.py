@@ -74,8 +74,17 @@ def ble_lines(lock, start):
     return [l for l in lock.lines[start:] if l.startswith("BLE: ")]
 
 
-def unlocks(lock, start):
-    return sum(1 for l in lock.lines[start:] if l == "EVENT unlocked command")
+def unlocks(lock, start, expect):
+    """How many times the door unlocked since line `start`, once `expect`
+    moves were printed or 3 s went by (the lock's output is read by a
+    thread: a line may land just after the phone got its Result)."""
+    def count():
+        return sum(1 for l in lock.lines[start:] if l == "EVENT unlocked command")
+    end = time.time() + 3
+    while count() < expect and time.time() < end:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    return count()
 
 
 # The flow --------------------------------------------------------------------
@@ -98,7 +107,7 @@ def test_full_token_then_id_only(lock):
     r = run(attempt(lock, lock.tok, lock.key, id_only=True))
     assert (r.granted, r.writes) == (True, 7)              # 32-byte id, 16-byte nonce, 64-byte signature
     lock.wait_for("BLE: unlock granted", start=n)
-    assert unlocks(lock, n) == 3
+    assert unlocks(lock, n, 3) == 3
 
 
 def test_status_gives_the_door_state(lock):
@@ -166,7 +175,7 @@ def test_refusals_have_their_reason_in_result_and_log(lock):
         r = run(attempt(lock, victim, victim_key, id_only=id_only))
         assert (r.granted, r.reason) == (False, "token_unknown" if id_only else "revoked"), r.describe()
     # The door moved only on the three grants; the log has every decision.
-    assert unlocks(lock, n) == 3
+    assert unlocks(lock, n, 3) == 3
     recs = log_after(lock, seq0)
     got = [(x[5], x[8], x[9]) for x in recs]
     names = ["scope_insufficient", "expired", "bearer_not_allowed", "pop_sig_invalid", None, "nonce_unknown",
@@ -229,22 +238,37 @@ def _faulty(kind):
     return send
 
 
+def _discarded(lock, start, why):
+    """The message was discarded whole: said, and nothing was decided."""
+    lock.wait_for("BLE: message discarded: %s" % why, 3, start)
+    lines = ble_lines(lock, start)
+    assert not [l for l in lines if l.startswith("BLE: unlock")], lines
+
+
 def _good(lock):
+    """The next phone succeeds (with its token's id, or in full if the lock
+    does not hold it: tests may run in any order)."""
     r = run(attempt(lock, lock.tok, lock.key, id_only=True))
+    if r.reason == "token_unknown":
+        r = run(attempt(lock, lock.tok, lock.key))
     assert r.granted, r.describe()
 
 
 def test_missing_fragment(lock):
+    n = len(lock.lines)
     r = run(attempt(lock, lock.tok, lock.key, fault=_faulty("gap")))
     assert r == [False, 0, "fragment_gap"]
+    _discarded(lock, n, "fragment_gap")
     _good(lock)
 
 
 def test_over_1400_bytes(lock):
     big = cbor2.dumps([lock.tok + bytes(1300), "unlock", bytes(16), bytes(64)])
     assert len(big) > 1400
+    n = len(lock.lines)
     r = run(attempt(lock, lock.tok, lock.key, mtu=247, message=lambda nonce: big, fault=_faulty("plain")))
     assert r == [False, 0, "message_too_long"], lock.output()
+    _discarded(lock, n, "message_too_long")
     _good(lock)
 
 
@@ -254,19 +278,23 @@ def test_writes_overflowing_a_held_message(lock):
     # Dropped from the start (a gap), or, had all of them come after the
     # Result, a whole copy whose nonce is spent: never a second unlock.
     assert first[0] is True and second in ([False, 0, "fragment_gap"], [False, 1, "nonce_unknown"])
-    assert unlocks(lock, n) == 1
+    assert unlocks(lock, n, 1) == 1
     _good(lock)
 
 
 def test_write_longer_than_the_characteristic_buffer(lock):
+    n = len(lock.lines)
     r = run(attempt(lock, lock.tok, lock.key, mtu=247, fault=_faulty("long_write")))
     assert r == [False, 0, "fragment_too_long"]
+    _discarded(lock, n, "fragment_too_long")
     _good(lock)
 
 
 def test_stalled_transfer(lock):
+    n = len(lock.lines)
     (r, waited) = run(attempt(lock, lock.tok, lock.key, fault=_faulty("stall")))
     assert r == [False, 0, "transfer_stalled"]
+    _discarded(lock, n, "transfer_stalled")
     assert 4.5 < waited < 8, waited
     _good(lock)
 
@@ -275,7 +303,7 @@ def test_disconnect_mid_transfer(lock):
     n = len(lock.lines)
     assert run(attempt(lock, lock.tok, lock.key, fault=_faulty("disconnect"))) == "gone"
     _good(lock)
-    assert unlocks(lock, n) == 1
+    assert unlocks(lock, n, 1) == 1
 
 
 def test_garbage_messages_are_invalid_requests(lock):
@@ -292,23 +320,29 @@ def test_two_phones_at_once(lock):
     k2 = ch.gen_key()
     t2 = lock.token(k2)
 
+    connected = asyncio.Event()
+
     async def slow(peer, char, frags, results):
+        connected.set()
         await asyncio.sleep(1.0)   # holds the lock's only connection
         for f in frags:
             await peer.write_value(char, f, with_response=True)
         return cbor2.loads(await results.get())
 
     async def both():
-        a = asyncio.ensure_future(attempt(lock, lock.tok, lock.key, id_only=True, fault=slow))
-        await asyncio.sleep(0.3)
+        a = asyncio.ensure_future(attempt(lock, lock.tok, lock.key, fault=slow))
+        # The second phone comes once the first is connected (two phones
+        # connecting in the same advertising event are a race of Bumble's
+        # link: the lock refuses the second, which then tries again).
+        await asyncio.wait_for(connected.wait(), 10)
         t0 = time.monotonic()
         b = await attempt(lock, t2, k2)
         return await a, b, time.monotonic() - t0
 
     ra, rb, waited = run(both())
     assert ra[0] is True and rb.granted, rb.describe() + "\n" + lock.output()
-    assert waited > 0.6, "the second phone was served while the first held the connection"
-    assert unlocks(lock, n) == 2
+    assert waited > 0.8, "the second phone was served while the first held the connection"
+    assert unlocks(lock, n, 2) == 2
 
 
 def test_lock_refuses_without_controller_gracefully(tmp_path):
