@@ -70,6 +70,16 @@ def log_after(lock, seq):
     return out
 
 
+def mark(lock):
+    """Where this test's output starts: once the lock's output is quiet
+    (the reader thread may still hand over the previous test's last lines)."""
+    k = -1
+    while k != len(lock.lines):
+        k = len(lock.lines)
+        time.sleep(0.15)
+    return k
+
+
 def ble_lines(lock, start):
     return [l for l in lock.lines[start:] if l.startswith("BLE: ")]
 
@@ -97,7 +107,7 @@ def test_advertises_and_says_so(lock):
 
 
 def test_full_token_then_id_only(lock):
-    n = len(lock.lines)
+    n = mark(lock)
     r = run(attempt(lock, lock.tok, lock.key))             # MTU 23: 20-byte writes
     assert (r.granted, r.error, r.reason) == (True, None, "ok")
     assert r.writes == -(-(len(cbor2.dumps([lock.tok, "unlock", b"\0" * 16, b"\0" * 64]))) // 19)
@@ -133,7 +143,7 @@ def _bearer(lock):
 
 def test_refusals_have_their_reason_in_result_and_log(lock):
     seq0 = _last_seq(lock)
-    n = len(lock.lines)
+    n = mark(lock)
     other = ch.gen_key()
     cases = []
     # wrong scope, expired, bearer, another phone's key
@@ -255,7 +265,7 @@ def _good(lock):
 
 
 def test_missing_fragment(lock):
-    n = len(lock.lines)
+    n = mark(lock)
     r = run(attempt(lock, lock.tok, lock.key, fault=_faulty("gap")))
     assert r == [False, 0, "fragment_gap"]
     _discarded(lock, n, "fragment_gap")
@@ -265,7 +275,7 @@ def test_missing_fragment(lock):
 def test_over_1400_bytes(lock):
     big = cbor2.dumps([lock.tok + bytes(1300), "unlock", bytes(16), bytes(64)])
     assert len(big) > 1400
-    n = len(lock.lines)
+    n = mark(lock)
     r = run(attempt(lock, lock.tok, lock.key, mtu=247, message=lambda nonce: big, fault=_faulty("plain")))
     assert r == [False, 0, "message_too_long"], lock.output()
     _discarded(lock, n, "message_too_long")
@@ -273,7 +283,7 @@ def test_over_1400_bytes(lock):
 
 
 def test_writes_overflowing_a_held_message(lock):
-    n = len(lock.lines)
+    n = mark(lock)
     first, second = run(attempt(lock, lock.tok, lock.key, id_only=False, fault=_faulty("overflow")))
     # Dropped from the start (a gap), or, had all of them come after the
     # Result, a whole copy whose nonce is spent: never a second unlock.
@@ -283,7 +293,7 @@ def test_writes_overflowing_a_held_message(lock):
 
 
 def test_write_longer_than_the_characteristic_buffer(lock):
-    n = len(lock.lines)
+    n = mark(lock)
     r = run(attempt(lock, lock.tok, lock.key, mtu=247, fault=_faulty("long_write")))
     assert r == [False, 0, "fragment_too_long"]
     _discarded(lock, n, "fragment_too_long")
@@ -291,7 +301,7 @@ def test_write_longer_than_the_characteristic_buffer(lock):
 
 
 def test_stalled_transfer(lock):
-    n = len(lock.lines)
+    n = mark(lock)
     (r, waited) = run(attempt(lock, lock.tok, lock.key, fault=_faulty("stall")))
     assert r == [False, 0, "transfer_stalled"]
     _discarded(lock, n, "transfer_stalled")
@@ -300,7 +310,7 @@ def test_stalled_transfer(lock):
 
 
 def test_disconnect_mid_transfer(lock):
-    n = len(lock.lines)
+    n = mark(lock)
     assert run(attempt(lock, lock.tok, lock.key, fault=_faulty("disconnect"))) == "gone"
     _good(lock)
     assert unlocks(lock, n, 1) == 1
@@ -316,7 +326,7 @@ def test_garbage_messages_are_invalid_requests(lock):
 def test_two_phones_at_once(lock):
     """One phone at a time: the second finds the lock only once the first
     is done (the lock does not advertise while it serves), then succeeds."""
-    n = len(lock.lines)
+    n = mark(lock)
     k2 = ch.gen_key()
     t2 = lock.token(k2)
 
