@@ -631,8 +631,13 @@ def generate():
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="compare with the committed file instead of writing it (exit 1 if they differ)")
+    args = ap.parse_args()
     text = generate()
-    if "--check" in sys.argv[1:]:
+    if args.check:
         with open(OUT) as f:
             same = f.read() == text
         print("%s is %s" % (OUT, "up to date" if same else "NOT what the generator gives"))
