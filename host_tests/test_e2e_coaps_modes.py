@@ -283,3 +283,39 @@ def test_plain_coap_serves_only_authz_info_by_default(tmp_path):
         s.wait_for("EVENT unlocked")
     finally:
         s.stop()
+
+
+def test_malformed_coap_inside_a_session_never_stops_it(lock):
+    """The codec's defect table (test_coap_udp.MALFORMED) as plaintext on an
+    established PSK session, each followed by a valid request that must be
+    served on the same session; then random records on 5684 from another
+    socket, and the session still works."""
+    import socket
+    from test_coap_udp import MALFORMED
+    from test_e2e_coaps import Session, dtls
+    kid, secret = b"psk-malformed", os.urandom(16)
+    assert post_token(lock, psk_token(lock, kid, secret, scope="status")) == cm.CREATED
+    sock, _ = dtls(lock, kid.decode(), secret)
+    s = Session(sock)
+    try:
+        for i, (name, data, _) in enumerate(MALFORMED):
+            # (The zero-length datagram is an empty application record: legal
+            # in (D)TLS 1.2 and ignored; it once ended the session as if it
+            # were a close_notify.)
+            if len(data) >= 4:
+                data = data[:2] + bytes([0x51, i]) + data[4:]
+            sock.send(data)
+            resp, _ = s.request(cm.GET, "lock")
+            assert resp.code == cm.CONTENT, (name, resp)
+        g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for n in (13, 14, 40, 200, 1200):
+                for ct in (20, 21, 22, 23):
+                    g.sendto(bytes([ct, 0xFE, 0xFD]) + os.urandom(n - 3), ("127.0.0.1", lock.coaps_port))
+        finally:
+            g.close()
+        resp, _ = s.request(cm.GET, "lock")
+        assert resp.code == cm.CONTENT
+    finally:
+        s.close()
+    assert lock.alive()
