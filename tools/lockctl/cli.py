@@ -201,6 +201,9 @@ def cmd_coap(a):
             out = await p.act(a.action, inline=inline)
             print("%s: %s%s" % (a.action, out.describe(),
                                 " (after challenge)" if out.tries > 1 else ""))
+            if out.code == "4.04" and a.scheme == "coap":
+                print("(a lock's plain CoAP serves only /authz-info unless its bundle enables it for "
+                      "development: use coaps, the default scheme)", file=sys.stderr)
             return out.ok
 
     import aiocoap.error
