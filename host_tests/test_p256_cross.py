@@ -153,6 +153,7 @@ def edge_cases(rng):
             # R = 2 u1 G or the point at infinity
             out.append(crafted(u2 * k % N, u2, k))
             out.append(crafted(-u2 * k % N, u2, k))
+    out += meet_in_the_mixed_addition()
     out.append((XN_PUB, hashlib.sha256(b"x(R) >= n").digest(), XN_SIG))
     # coordinates at and above p, off the curve by one, (0, 0), -Q
     k = rng.randrange(1, N)
@@ -168,6 +169,18 @@ def edge_cases(rng):
         for e in (0, 1, N - 1, N, (1 << 256) - 1):
             out.append((pk, b32(e), b32(r) + b32(s)))
     return [(pk, e, sig, openssl_verdict(pk, e, sig)) for pk, e, sig in out]
+
+
+def meet_in_the_mixed_addition():
+    """Q = (c/2)G, u2 = 2, u1 = c (c odd, < 128): the Q digit is added at bit
+    1, doubled to cG at bit 0, where the G digit c is added: P + P in the
+    mixed (G-table) addition. With u1 = n - c, R is the point at infinity."""
+    half = pow(2, -1, N)
+    out = []
+    for c in (1, 3, 5, 127):
+        out.append(crafted(c, 2, c * half % N))
+        out.append(crafted(N - c, 2, c * half % N))
+    return out
 
 
 _CASES = {}
@@ -206,3 +219,32 @@ def test_random_and_edge_signatures_agree_with_openssl(word, tmp_path):
              % (i, c[0].hex(), c[1].hex(), c[2].hex(), c[3], got.get(i))
              for i, c in enumerate(cases) if got.get(i) != c[3]]
     assert not wrong, "\n".join(wrong[:20])
+
+
+def test_exceptional_additions_are_reached_and_agree_with_openssl(monkeypatch):
+    """u1 = +-u2*k with Q = kG makes the two halves of the chain meet: an
+    addition finds H = 0, then R = 0 (P + P: a doubling) or not (P + (-P):
+    the point at infinity). Run under CPython (the same p256.py over the
+    int emulation of the register machine), counting the exits of MRZ and
+    JRZ to show both branches of both additions are taken."""
+    from trust import p256
+    from trust import p256_field as f
+    seen = {}
+
+    def counting_run(w, code, run=f.run):
+        ret = run(w, code)
+        prog = code & 0x3FF
+        if prog in (f.MRZ, f.JRZ):
+            key = ("MRZ" if prog == f.MRZ else "JRZ", ret)
+            seen[key] = seen.get(key, 0) + 1
+        return ret
+    monkeypatch.setattr(p256, "_RUN", counting_run)
+    cases = []
+    for k in (1, 2, 3, N - 1):
+        for u2 in (1, 2, 3, 5, 7, 127, N - 2, N >> 1):
+            cases.append(crafted(u2 * k % N, u2, k))
+            cases.append(crafted(-u2 * k % N, u2, k))
+    cases += meet_in_the_mixed_addition()
+    for pk, e, sig in cases:
+        assert p256.verify(pk, e, sig) == openssl_verdict(pk, e, sig), (pk.hex(), e.hex(), sig.hex())
+    assert set(seen) == {("MRZ", 0), ("MRZ", 1), ("JRZ", 0), ("JRZ", 1)}, seen
