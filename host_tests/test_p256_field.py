@@ -9,6 +9,9 @@ simulator's 32-bit interpreter and on a 64-bit build, and under CPython
 (whose run() is the int emulation). Checked: the residue, and that the result
 is again a valid input (limbs below 2^13, value below 2^259).
 
+And inv_n (s^-1 mod n, binary extended Euclid) on the ends of [1, n-1],
+powers of two and random values against Python's pow(s, -1, n).
+
 Also: the committed module is what tools/gen_p256_field.py generates.
 """
 import importlib.util
@@ -32,8 +35,11 @@ OPS = {"MUL": 1, "SQR": 2, "ADD": 3, "SUB": 4, "MULS": 5, "ZEXIT": 7,
 rng = random.Random(8)
 EDGES = [0, 1, 2, P - 1, P, P + 1, 2 * P, 3 * P, 7 * P, 8 * P, (1 << 256) - 1, 1 << 256,
          (1 << 258) + 12345, LIMIT - 1, R % P, R * R % P] + [rng.randrange(LIMIT) for _ in range(6)]
-LOADS = [0, 1, P - 1, P, N_ := 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
-         (1 << 256) - 1, 1 << 255, rng.randrange(1 << 256)]
+N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+LOADS = [0, 1, P - 1, P, N, (1 << 256) - 1, 1 << 255, rng.randrange(1 << 256)]
+# inv_n (s^-1 mod n): the ends of [1, n-1], powers of two, long runs of ones
+INVS = [1, 2, 3, N - 1, N - 2, (N + 1) // 2, 1 << 128, 1 << 255, (1 << 255) - 1, (1 << 200) - 1,
+        int("10" * 127, 2)] + [rng.randrange(1, N) for _ in range(40)]
 
 DRIVER = r"""
 import sys
@@ -58,6 +64,10 @@ for line in sys.stdin:
     if fs[0] == "LOAD":
         f.load(ws, bytes.fromhex(fs[1]), D << 8)
         print("R %s" % get(D))
+    elif fs[0] == "INV":
+        buf = bytearray(bytes.fromhex(fs[1]))
+        f.inv_n(ws, buf)
+        print("I %s" % buf.hex())
     else:
         op = int(fs[0])
         put(A, int(fs[1], 16))
@@ -119,6 +129,7 @@ def check(results):
 def stdin_text():
     lines = ["%d %x %x" % (OPS[op], a, b) for op, a, b in cases()]
     lines += ["LOAD %064x" % x for x in LOADS]
+    lines += ["INV %064x" % x for x in INVS]
     return "\n".join(lines) + "\n"
 
 
@@ -137,6 +148,14 @@ def test_field_edges_on_micropython(word, tmp_path):
             else:
                 results.append((0, [int(x, 16) for x in f]))
     check(results)
+    inv = [int(line.split()[1], 16) for line in r.stdout.splitlines() if line.startswith("I ")]
+    check_inv(inv)
+
+
+def check_inv(got):
+    assert len(got) == len(INVS)
+    wrong = ["%x: %x" % (s, w) for s, w in zip(INVS, got) if not (0 < w < N and s * w % N == 1)]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_field_edges_on_cpython_emulation():
@@ -165,6 +184,12 @@ def test_field_edges_on_cpython_emulation():
         f.load(ws, x.to_bytes(32, "big"), (f.R_T0 + 2) << 8)
         results.append((0, get(f.R_T0 + 2)))
     check(results)
+    got = []
+    for x in INVS:
+        buf = bytearray(x.to_bytes(32, "big"))
+        f.inv_n(ws, buf)
+        got.append(int.from_bytes(buf, "big"))
+    check_inv(got)
 
 
 def test_generated_module_is_what_the_generator_gives():

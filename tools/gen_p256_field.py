@@ -254,6 +254,82 @@ def gen_run():
     return o
 
 
+def gen_inv_n():
+    """inv_n(): binary extended Euclid mod n on 16-bit limbs, unrolled."""
+    base = REG["T0"] * NL
+    nl = [(N >> (16 * i)) & 0xFFFF for i in range(16)]
+    o = ["@micropython.viper",
+         "def inv_n(w: ptr16, buf) -> int:",
+         '    """buf (bytearray, 32 bytes big-endian: s with 0 < s < n, n the group',
+         "    order) <- s^-1 mod n, big-endian. Binary extended Euclid (Knuth, TAOCP",
+         "    vol. 2, 4.5.2, Algorithm B with cofactors): u = s, v = n, x1 = 1,",
+         "    x2 = 0, keeping x1*s = u and x2*s = v (mod n); halve u (and x1 mod n)",
+         "    while even, likewise v; subtract the smaller odd one from the larger;",
+         "    until u or v is 1. Numbers are 16 limbs of 16 bits in the workspace",
+         "    registers from T0 on (scratch at this point); returns 0. Not",
+         '    constant-time: s is public (it is in the signature)."""',
+         "    b = ptr8(buf)",
+         "    wa = int(w) + %d" % (2 * base)]
+    ind = "    "
+    for i in range(16):
+        o.append(ind + "w[%d] = b[%d] | (b[%d] << 8)" % (base + i, 31 - 2 * i, 30 - 2 * i))
+        o.append(ind + "w[%d] = %d" % (base + 16 + i, nl[i]))
+        o.append(ind + "w[%d] = %d" % (base + 32 + i, 1 if i == 0 else 0))
+        o.append(ind + "w[%d] = 0" % (base + 48 + i))
+    o.append(ind + "while True:")
+    ind = "        "
+    for k in range(2):  # halve u (x1), then v (x2)
+        o.append(ind + "pa = ptr16(wa + %d)" % (32 * k))
+        o.append(ind + "px = ptr16(wa + %d)" % (64 + 32 * k))
+        o.append(ind + "while not (pa[0] & 1):")
+        i2 = ind + "    "
+        for i in range(15):
+            o.append(i2 + "pa[%d] = (pa[%d] >> 1) | ((pa[%d] & 1) << 15)" % (i, i, i + 1))
+        o.append(i2 + "pa[15] = pa[15] >> 1")
+        o.append(i2 + "c = 0")
+        o.append(i2 + "if px[0] & 1:")
+        for i in range(16):
+            o.append(i2 + "    c += px[%d] + %d" % (i, nl[i]))
+            o.append(i2 + "    px[%d] = c" % i)
+            o.append(i2 + "    c >>= 16")
+        for i in range(15):
+            o.append(i2 + "px[%d] = (px[%d] >> 1) | ((px[%d] & 1) << 15)" % (i, i, i + 1))
+        o.append(i2 + "px[15] = (px[15] >> 1) | (c << 15)")
+    for k in range(2):
+        o.append(ind + "pa = ptr16(wa + %d)" % (32 * k))
+        o.append(ind + "if pa[0] == 1 and (%s) == 0:" % " | ".join("pa[%d]" % i for i in range(1, 16)))
+        o.append(ind + "    px = ptr16(wa + %d)" % (64 + 32 * k))
+        for i in range(16):
+            o.append(ind + "    b[%d] = px[%d]" % (31 - 2 * i, i))
+            o.append(ind + "    b[%d] = px[%d] >> 8" % (30 - 2 * i, i))
+        o.append(ind + "    return 0")
+    o.append(ind + "i = 15")
+    o.append(ind + "while i > 0 and w[%d + i] == w[%d + i]:" % (base, base + 16))
+    o.append(ind + "    i -= 1")
+    o.append(ind + "if w[%d + i] >= w[%d + i]:  # u -= v, x1 -= x2" % (base, base + 16))
+    o.append(ind + "    pa = ptr16(wa)")
+    o.append(ind + "    pb = ptr16(wa + 32)")
+    o.append(ind + "else:  # v -= u, x2 -= x1")
+    o.append(ind + "    pa = ptr16(wa + 32)")
+    o.append(ind + "    pb = ptr16(wa)")
+    for half in range(2):
+        if half:
+            o.append(ind + "pa = ptr16(int(pa) + 64)")
+            o.append(ind + "pb = ptr16(int(pb) + 64)")
+        o.append(ind + "c = 0")
+        for i in range(16):
+            o.append(ind + "c += pa[%d] - pb[%d]" % (i, i))
+            o.append(ind + "pa[%d] = c" % i)
+            o.append(ind + "c >>= 16")
+    o.append(ind + "if c < 0:")
+    o.append(ind + "    c = 0")
+    for i in range(16):
+        o.append(ind + "    c += pa[%d] + %d" % (i, nl[i]))
+        o.append(ind + "    pa[%d] = c" % i)
+        o.append(ind + "    c >>= 16")
+    return o
+
+
 def gen_load():
     o = ["@micropython.viper",
          "def load(ws, src, arg: int):",
@@ -555,6 +631,9 @@ if sys.implementation.name != "micropython":
                 continue
             _put(ops[0][0], ops[0][1], v %% _P)
 
+    def _inv_n_int(w, buf):
+        buf[:] = pow(int.from_bytes(buf, "big"), -1, %d).to_bytes(32, "big")
+        return 0
 
     def _load_int(w, src, arg):
         o = arg & 0xFF
@@ -562,8 +641,9 @@ if sys.implementation.name != "micropython":
 
     run = _run_int
     load = _load_int
+    inv_n = _inv_n_int
 ''' % (P, pow(R, -1, P), tuple(SUBK), 2 * NL, 2 * NL - 1, LB, NL, LB, MASK, NL, 2 * NL, OP_END, OP_LOOP, NL, NL, NL, OP_MUL, OP_SQR,
-       OP_ADD, OP_SUB, OP_MULS, OP_COPY, NL)
+       OP_ADD, OP_SUB, OP_MULS, OP_COPY, N, NL)
 
 
 def generate():
@@ -595,6 +675,7 @@ def generate():
     o.append("R_Q0 = %d  # Q-table entry k at R_Q0 + QREGS * k" % REG["Q0"])
     o.append("")
     consts = b"".join(le16(v) for v in (mont(1), R * R % P, mont(B), 0))
+    o.append("NLE = %r  # n, 16 little-endian 16-bit limbs (inv_n)" % N.to_bytes(32, "little"))
     o += bytes_lines("CONSTS", consts, "ONE, R2, B, ZERO: operands 0x40..0x43 "
                      "(Montgomery 1, R^2 mod p, Montgomery b, 0)")
     o.append("")
@@ -623,6 +704,9 @@ def generate():
     o.append("")
     o.append("")
     o += gen_load()
+    o.append("")
+    o.append("")
+    o += gen_inv_n()
     o.append("")
     o.append("")
     o += INT_FALLBACK.splitlines()
