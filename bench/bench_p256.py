@@ -234,7 +234,7 @@ def main():
         with open(tables, "w") as out:
             out.write(src[:src.index("@micropython.viper")])
         code = mpy_size(os.path.join(TRUST, "p256_field.py")) - mpy_size(tables)
-    print("p256_field for xtensawin: %d bytes of code (viper run() and load(), and the CPython"
+    print("p256_field for xtensawin: %d bytes of code (viper run(), inv_n() and load(), and the CPython"
           " emulation's bytecode), %d bytes of tables (G %d, programs %d, constants %d)"
           % (code, data, len(f.GT), len(f.PROGS), len(f.CONSTS)))
 
