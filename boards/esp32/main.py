@@ -69,13 +69,11 @@ def main():
     if up:
         endpoints = endpoints_open(cfg, board.BUNDLE, print)
     if cfg.ble_enabled:
-        # PROFILE sec. 5: the GATT peripheral on the ESP32's NimBLE; a
-        # radio that does not come up leaves the lock on its other transports.
+        # PROFILE sec. 5: the GATT peripheral on the ESP32's NimBLE (it
+        # starts once the loop runs; a radio that does not come up leaves
+        # the lock on its other transports).
         from ble import peripheral
-        try:
-            asyncio.create_task(peripheral.start(app).serve())
-        except OSError as e:
-            print("BLE: off (%s)" % e)
+        asyncio.create_task(peripheral.run(app))
     asyncio.run(app.run(endpoints, endpoints_credentials(cfg, board.BUNDLE) if up else None))
 
 

@@ -43,18 +43,14 @@ def say(*args):
 def ble_up(app):
     """The BLE transport (PROFILE sec. 5) on NimBLE over the HCI UART that
     MICROPYBTUART names (the virtual controller of `lockctl sim --ble`);
-    without one the lock runs without BLE and says so. True if serving."""
+    without one the lock runs without BLE and says so. True if BLE starts
+    (in a task, once the loop runs)."""
     import os
     if not os.getenv("MICROPYBTUART"):
         say("BLE: off (no MICROPYBTUART: no HCI controller; `lockctl sim --ble` starts one)")
         return False
     from ble import peripheral
-    try:
-        p = peripheral.start(app, say)
-    except OSError as e:
-        say("BLE: off (HCI controller %s: %s)" % (os.getenv("MICROPYBTUART"), e))
-        return False
-    asyncio.create_task(p.serve())  # runs once asyncio.run starts the loop
+    asyncio.create_task(peripheral.run(app, say))
     return True
 
 

@@ -227,12 +227,30 @@ class Peripheral:
 
 
 def start(app, say=print):
-    """The board's hook: the peripheral of `app` (a lock.app.LockApp) with
-    its radio up and its service registered; run `serve()` in a task.
-    Raises OSError when the HCI controller cannot be opened."""
+    """The peripheral of `app` (a lock.app.LockApp) with its radio up and
+    its service registered; run `serve()` in a task. Raises OSError when
+    the HCI controller cannot be opened."""
     from ble.access import Access
     cfg = app.cfg
     p = Peripheral(Access(app.authz, app.actuator, cfg.resources, cfg.device_id), cfg.device_id, say,
                    cfg.ble_stall_ms, cfg.ble_idle_ms, cfg.ble_conn_ms)
     p.start()
     return p
+
+
+async def run(app, say=print):
+    """The board's hook, as a task created before asyncio.run: BLE starts
+    once the lock's other transports have taken their long-lived blocks
+    (LockApp.run opens them before its first await), so its own buffers
+    do not split the heap under the DTLS contexts' large ones. A radio
+    that does not come up is said and leaves the other transports on."""
+    await asyncio.sleep_ms(0)
+    try:
+        p = start(app, say)
+    except OSError as e:
+        say("BLE: off (the HCI controller did not come up: %s)" % (e,))
+        return
+    import gc
+    gc.collect()
+    say("BLE: heap %d bytes free" % gc.mem_free())
+    await p.serve()
