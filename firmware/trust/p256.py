@@ -33,8 +33,9 @@ cases.
 Memory: the workspace (NREGS registers of 40 bytes, 1.4 KB: scratch,
 accumulator, temporaries, the Q table; the constants and the G table are
 read from the module's bytes, in flash when frozen) is allocated once at
-import; a verify allocates only a few small ints and the two digit buffers. Not reentrant (one workspace): the lock verifies from one
-task at a time, and nothing here yields.
+import; a verify allocates only a few small ints, the two digit buffers
+and a 32-byte buffer for s^-1. Not reentrant (one workspace): the lock
+verifies from one task at a time, and nothing here yields.
 """
 
 from micropython import const
