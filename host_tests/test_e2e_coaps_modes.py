@@ -96,7 +96,7 @@ def test_certificate_mode_pop_unlock(lock):
             assert st.code == "2.05", st.describe()
             return p.handshake_s
     hs = asyncio.run(go())
-    lock.wait_for("EVENT unlocked")
+    lock.wait_for("EVENT unlocked", start=start)
     assert unlocks(lock) == before + 1
     assert "certificate mode" in lock.wait_for("coaps: session", start=start)
     print("\ncertificate-mode handshake %.1f ms" % (hs * 1000))
@@ -118,13 +118,14 @@ def test_certificate_mode_refuses_a_lock_not_in_the_bundle(lock, tmp_path):
 def test_bearer_token_only_on_a_certificate_session(lock):
     tok = ch.make_sign1(lock.claims(over={9: "unlock"}), lock.as_key, kid=lock.kid)  # no cnf
     before = unlocks(lock)
+    start = len(lock.lines)
 
     async def on_cert():
         async with cert_phone(lock, tok) as p:
             return await p.act("unlock", inline=True)
     out = asyncio.run(on_cert())
     assert out.code == "2.04", out.describe()
-    lock.wait_for("EVENT unlocked")
+    lock.wait_for("EVENT unlocked", start=start)
     # Plain CoAP: never (PROFILE sec. 3).
     c = RawClient(lock.port)
     try:
@@ -159,7 +160,7 @@ def test_token_as_psk_identity(lock):
             return out, p.handshake_s
     out, hs = asyncio.run(go())
     assert out.code == "2.04", out.describe()
-    lock.wait_for("EVENT unlocked")
+    lock.wait_for("EVENT unlocked", start=start)
     assert unlocks(lock) == before + 1
     assert "<%d-byte token>" % len(tok) in lock.wait_for("coaps: session", start=start)
     # Stored like an upload: the kid alone now opens a session too.
