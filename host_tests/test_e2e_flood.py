@@ -340,7 +340,12 @@ class Flood:
 
     def __init__(self, tmpdir, seconds=FLOOD_S, flood=True, pause_s=0.0, relock_ms=300, heapsize=None):
         self.seconds = seconds
-        self.lock = SimLock(tmpdir, relock_ms=relock_ms, heapsize=heapsize)
+        # The default configuration, but a decision log large enough for
+        # every record of the run: a full log (64 KB, ~900 records, until
+        # the AS acknowledges them) counts what it cannot store, and a
+        # victim unlocking back to back fills that in about 15 s.
+        self.lock = SimLock(tmpdir, relock_ms=relock_ms, heapsize=heapsize,
+                            config={"log": {"capacity_bytes": 262144}})
         self.victim = Victim(self.lock, pause_s=pause_s)
         self.attacker = None
         try:

@@ -17,7 +17,8 @@ def _log(lock, admin_tok, admin_key, after=0):
 
 
 def test_restart_keeps_log_seq_replay_and_revocation(tmp_path):
-    lock = SimLock(tmp_path, relock_ms=500, config={"lockout": {"max_failures": 1000}})
+    # Room for the four tokens below (the default store holds 4).
+    lock = SimLock(tmp_path, relock_ms=500, config={"lockout": {"max_failures": 1000}, "token_store": 5})
     try:
         admin_key, user_key, victim_key, exi_key = ch.gen_key(), ch.gen_key(), ch.gen_key(), ch.gen_key()
         admin = lock.token(admin_key, {9: "admin status"})

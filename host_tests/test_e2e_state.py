@@ -138,7 +138,9 @@ def _code(out):
 
 @pytest.mark.parametrize("damage", ["flip", "delete"])
 def test_damaged_or_lost_state_fails_closed_until_the_as_floors(tmp_path, damage):
-    lock = SimLock(tmp_path, relock_ms=300, heapsize=HEAP, config={"lockout": {"max_failures": 1000}})
+    # Room for the four tokens below (the default store holds 4).
+    lock = SimLock(tmp_path, relock_ms=300, heapsize=HEAP, config={"lockout": {"max_failures": 1000},
+                                                                    "token_store": 5})
     try:
         admin_key, user_key, victim_key, exi_key = (ch.gen_key() for _ in range(4))
         admin = lock.token(admin_key, {9: "admin"})

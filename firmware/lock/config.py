@@ -102,7 +102,7 @@ class Config:
         lo = d.get("lockout", {})
         self.lockout = (int(lo.get("max_failures", 5)), int(lo.get("window_s", 60)), int(lo.get("penalty_s", 30)),
                         int(lo.get("capacity", 12)))
-        self.token_store = int(d.get("token_store", 5))
+        self.token_store = int(d.get("token_store", 4))
         self.nonce_table = int(d.get("nonce_table", 16))  # spent PoP nonces remembered (30 s each)
         self.exi_table = int(d.get("exi_table", 12))  # exi sequence numbers remembered per issuer
         self.revocations = int(d.get("revocations", 64))  # revoked token ids and ctis, together
