@@ -314,6 +314,10 @@ async def unlock(transport, device_id, token, key, permission="unlock", cache_pa
 def cmd_ble(a):
     """`lockctl ble ACTION`: exit status 0 on a grant, 1 on a refusal, 2 when
     the lock could not be reached."""
+    import logging
+    # Bumble warns about the lock's Challenge notifications that arrive
+    # before the phone subscribed (harmless, and not the user's business).
+    logging.getLogger("bumble").setLevel(logging.ERROR)
     import sys
     from .provision import load_bundle
 
