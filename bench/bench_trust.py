@@ -53,7 +53,7 @@ t = v.verify(unhexlify(a[0]), int(a[2]))
 print("OK" if t.allows("unlock") else "NO")
 """
 
-TRUST_CORE = ["cbor.py", "ccm.py", "cose.py", "cwt.py", "p256.py", "p256_gtable.py", "pop.py",
+TRUST_CORE = ["cbor.py", "ccm.py", "cose.py", "cwt.py", "p256.py", "p256_field.py", "pop.py",
               "reasons.py", "verifier.py", "__init__.py"]
 
 
