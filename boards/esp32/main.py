@@ -13,7 +13,7 @@ import network
 import board
 from actuator_gpio import GpioActuator
 from lock import config
-from lock.endpoints import credentials as endpoints_credentials
+from lock.endpoints import coaps as endpoints_coaps
 from lock.endpoints import open_all as endpoints_open
 from lock.app import LockApp
 from lock.clock import Clock
@@ -59,7 +59,6 @@ def main():
     act = GpioActuator(clock.uptime_ms, cfg.relock_ms, board.RELAY_PIN, board.RELAY_ACTIVE_HIGH,
                        board.BOLT_SENSOR_PIN, board.EXTRA_OUTPUTS,
                        lambda what, why: print("door:", what, why))
-    app = LockApp(cfg, board.ROOT, act, clock)
     endpoints = []
     up = wifi()
     if up and cfg.clock == "ntp":
@@ -68,13 +67,15 @@ def main():
             clock.set_wall(t)
     if up:
         endpoints = endpoints_open(cfg, board.BUNDLE, print)
+    # The CoAPS server is built before the state is restored (LockApp).
+    app = LockApp(cfg, board.ROOT, act, clock, print, endpoints_coaps(endpoints, cfg, board.BUNDLE))
     if cfg.ble_enabled:
         # PROFILE sec. 5: the GATT peripheral on the ESP32's NimBLE (it
         # starts once the loop runs; a radio that does not come up leaves
         # the lock on its other transports).
         from ble import peripheral
         asyncio.create_task(peripheral.run(app))
-    asyncio.run(app.run(endpoints, endpoints_credentials(cfg, board.BUNDLE) if up else None))
+    asyncio.run(app.run(endpoints))
 
 
 try:

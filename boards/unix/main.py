@@ -12,7 +12,7 @@ import time
 
 import blockdev
 from lock import config
-from lock.endpoints import credentials as endpoints_credentials
+from lock.endpoints import coaps as endpoints_coaps
 from lock.endpoints import open_all as endpoints_open
 from lock.actuator import SimActuator
 from lock.app import LockApp
@@ -68,12 +68,14 @@ def main():
         clock.set_wall(int(time.time()))
     act = SimActuator(clock.uptime_ms, cfg.relock_ms,
                       lambda what, why: say("EVENT %s %s" % (what, why)))
-    app = LockApp(cfg, "/flash/lock", act, clock, say)
     try:
         endpoints = endpoints_open(cfg, a["bundle"], say, int(a["port"]) if a["port"] else None)
+        coaps = endpoints_coaps(endpoints, cfg, a["bundle"])
     except config.ConfigError as e:
         print("FATAL configuration: %s" % e)
         sys.exit(3)
+    app = LockApp(cfg, "/flash/lock", act, clock, say, coaps)
+    coaps = None
     ble = cfg.ble_enabled and ble_up(app)
     if not endpoints and not ble:
         print("FATAL: no transport enabled")
@@ -88,7 +90,7 @@ def main():
     gc.collect()
     say("heap: %d of %d bytes free" % (gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
     say("READY")
-    asyncio.run(app.run(endpoints, endpoints_credentials(cfg, a["bundle"])))
+    asyncio.run(app.run(endpoints))
 
 
 main()

@@ -57,6 +57,7 @@ _CT_CCS = const(20)
 _CT_ALERT = const(21)
 _CT_HANDSHAKE = const(22)
 _HS_CLIENT_HELLO = const(1)
+_HS_SERVER_HELLO = const(2)
 _MAX_RECORDS = const(4)  # application records taken from one datagram
 _SMALL_RX = const(512)  # a receive on a heap with no larger block (PSK handshakes fit)
 
@@ -76,6 +77,7 @@ CERT_SUITES = ("TLS-ECDHE-ECDSA-WITH-AES-128-CCM-8", "TLS-ECDHE-ECDSA-WITH-AES-1
 FAIL_UNKNOWN_IDENTITY = const(1)  # PSK identity the lock has no key for
 FAIL_PSK_MISMATCH = const(2)  # a known identity, but the client's Finished did not verify under its key
 FAIL_HANDSHAKE = const(3)  # anything else: no common suite, a bad message, an alert
+FAIL_LOCK = const(4)  # the lock's own fault in the identity lookup (no heap)
 
 
 class PskKeys:
@@ -89,13 +91,16 @@ class PskKeys:
         self.peer = None
         self.asked = None
         self.session = None
+        self.fault = False
 
     def get(self, identity):
         self.asked = bytes(identity)
         self.session = None
+        self.fault = False
         try:
             found = self.lookup(self.asked, self.peer)
         except Exception:
+            self.fault = True  # not the client's doing: not an unknown identity
             return None
         if found is None:
             return None
@@ -110,6 +115,15 @@ def _has_record(d, content_type):
     i = 0
     while i + 13 <= len(d):
         if d[i] == content_type:
+            return True
+        i += 13 + ((d[i + 11] << 8) | d[i + 12])
+    return False
+
+
+def _has_server_hello(d):
+    i = 0
+    while i + 13 < len(d):
+        if d[i] == _CT_HANDSHAKE and d[i + 3] == 0 and d[i + 4] == 0 and d[i + 13] == _HS_SERVER_HELLO:
             return True
         i += 13 + ((d[i + 11] << 8) | d[i + 12])
     return False
@@ -162,6 +176,8 @@ class _Peer(io.IOBase):
         self.tls = None
         self.psk = False  # which context: PSK or certificate mode
         self.alert = False  # the datagram being read holds an alert record
+        self.hello = False  # a ServerHello went out (the cookie was valid)
+        self.fault = False  # the identity lookup failed on the lock's side
         self.asked = None  # the PSK identity the client sent
         self.identity = None  # the session id that identity authenticated (PSK mode)
         self.up = False
@@ -178,6 +194,10 @@ class _Peer(io.IOBase):
         return n
 
     def write(self, buf):
+        if not self.hello:
+            # mbedTLS answers a ClientHello with a ServerHello only once its
+            # cookie verified: the client is at this address.
+            self.hello = _has_server_hello(buf)
         if not self.up:
             # The server's ChangeCipherSpec ends its last flight: the
             # client's Finished has been verified.
@@ -197,44 +217,63 @@ class _Peer(io.IOBase):
                 pass
 
 
+class Contexts:
+    """What a DTLS server holds for good, made first at boot while the heap
+    is still whole (an SSLContext is one block of about 1.7 KB, which a heap
+    fragmented by the state restore and the log scan may no longer have):
+    the PSK-mode context (`psk`), the certificate-mode one (`cert`:
+    (certificate DER, private key DER)), the plaintext buffer and the
+    receive reserve. Raises ValueError (no mode), MemoryError, or the `tls`
+    module's errors (a certificate or key it cannot load)."""
+
+    def __init__(self, psk=True, cert=None, bufsize=1152):
+        if not psk and cert is None:
+            raise ValueError("DTLS: neither PSK nor certificate mode configured")
+        self.keys = PskKeys(None)
+        self.psk = self.cert = None
+        if psk:
+            self.psk = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
+            self.psk.server_psk_keys = self.keys
+            _suites(self.psk, PSK_SUITES)
+        if cert is not None:
+            self.cert = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
+            self.cert.load_cert_chain(cert[0], cert[1])
+            _suites(self.cert, CERT_SUITES)
+        self.bufsize = bufsize
+        # Plaintext lands here (recv_into): no block of a request's size is
+        # needed per datagram on a fragmented heap.
+        self.buf = bytearray(bufsize + 1)
+        self.reserve = bytearray(bufsize + 64)  # see DtlsServer.serve
+
+
 class DtlsServer:
-    def __init__(self, sock, server, psk_lookup=None, cert=None, max_sessions=3, idle_ms=60000,
-                 handshake_ms=10000, bufsize=1152, say=None, now_ms=None, transport="coaps", admit=None,
+    def __init__(self, sock, server, contexts, psk_lookup=None, max_sessions=3, idle_ms=60000,
+                 handshake_ms=10000, say=None, now_ms=None, transport="coaps", admit=None,
                  on_failure=None, session_ok=None):
-        """`sock`: a bound UDP socket; `server`: the CoapServer.
-        `psk_lookup(identity bytes, addr) -> (key, session id) | None`: PSK
-        mode (None: off); `cert`: (certificate DER, private key DER) of the
-        lock: certificate mode (None: off); at least one of them.
+        """`sock`: a bound UDP socket; `server`: the CoapServer; `contexts`:
+        a Contexts. `psk_lookup(identity bytes, addr) -> (key, session id)
+        | None`: the PSK-mode keys (needed when contexts has PSK mode).
         `now_ms`: milliseconds that never wrap (the lock's uptime).
         `admit(addr) -> bool`: may this address start a handshake (the
-        lockout); `on_failure(addr, kind, session id | None)`: a handshake
-        failed (FAIL_*); `session_ok(session id) -> bool`: does the token
-        a PSK session is bound to still hold. Raises ValueError (no mode)
-        or the `tls` module's errors (a certificate or key it cannot load)."""
-        if psk_lookup is None and cert is None:
-            raise ValueError("DTLS: neither PSK nor certificate mode configured")
+        lockout); `on_failure(addr, kind, session id | None, token as
+        identity)`: a handshake failed (FAIL_*); `session_ok(session id) ->
+        bool`: does the token a PSK session is bound to still hold."""
         self.sock = sock
         self.server = server
-        self.keys = PskKeys(psk_lookup)
-        self.psk_ctx = self.cert_ctx = None
-        if psk_lookup is not None:
-            self.psk_ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
-            self.psk_ctx.server_psk_keys = self.keys
-            _suites(self.psk_ctx, PSK_SUITES)
-        if cert is not None:
-            self.cert_ctx = tls.SSLContext(tls.PROTOCOL_DTLS_SERVER)
-            self.cert_ctx.load_cert_chain(cert[0], cert[1])
-            _suites(self.cert_ctx, CERT_SUITES)
+        self.keys = contexts.keys
+        self.keys.lookup = psk_lookup
+        self.psk_ctx = contexts.psk
+        self.cert_ctx = contexts.cert
+        self.bufsize = contexts.bufsize
+        self.buf = contexts.buf
+        self._reserve = contexts.reserve
+        contexts.reserve = None
         self.admit = admit
         self.on_failure = on_failure
         self.session_ok = session_ok
         self.max_sessions = max_sessions
         self.idle_ms = idle_ms
         self.handshake_ms = handshake_ms
-        self.bufsize = bufsize
-        # Plaintext lands here (recv_into): no block of a request's size is
-        # needed per datagram on a fragmented heap.
-        self.buf = bytearray(bufsize + 1)
         self.say = say
         self.now = now_ms or _uptime_ms()
         self.transport = transport
@@ -298,6 +337,12 @@ class DtlsServer:
             if p is None:
                 self.dropped += 1  # not a ClientHello, no session: garbage or stale
                 return
+            if p.up and len(data) > 4 and data[3] == 0 and data[4] == 0:
+                # Epoch 0 (plaintext) on an established session: nothing the
+                # peer sends there any more but a new ClientHello (above);
+                # anyone can forge it, so it must not reach (and end) the session.
+                self.dropped += 1
+                return
             p.rx = data
             p.alert = _has_record(data, _CT_ALERT)
             self._pump(p, now)
@@ -325,6 +370,13 @@ class DtlsServer:
         self._wrap(p)
         if not self._step(p, now):
             return  # HelloVerifyRequest sent (or a bad hello): no state kept
+        if not p.hello:
+            # No ServerHello: mbedTLS buffered a fragment or dropped the
+            # hello without a word. Nothing proves the address: no state,
+            # and an established session from it stays.
+            p.close()
+            self.dropped += 1
+            return
         # The cookie was valid: the client is at this address.
         if old is not None:
             self._drop(addr, "replaced by a new handshake")
@@ -362,6 +414,7 @@ class DtlsServer:
         if keys.asked is not None:
             p.asked = keys.asked
             p.identity = keys.session
+            p.fault = keys.fault
             keys.asked = None
 
     def _failed(self, p, code):
@@ -370,6 +423,8 @@ class DtlsServer:
             kind = None  # a record error on an established session: not a handshake
         elif p.asked is None:
             kind = FAIL_HANDSHAKE
+        elif p.fault:
+            kind = FAIL_LOCK
         elif p.identity is None:
             kind = FAIL_UNKNOWN_IDENTITY
         else:
@@ -379,7 +434,7 @@ class DtlsServer:
             "" if p.asked is None else " (psk identity %s)" % _ident(p.asked)))
         if kind is not None and self.on_failure is not None:
             try:
-                self.on_failure(p.addr, kind, p.identity)
+                self.on_failure(p.addr, kind, p.identity, p.asked is not None and len(p.asked) > 64)
             except Exception as e:
                 self.server.report(e)
 
@@ -390,13 +445,13 @@ class DtlsServer:
             return
         if p.up:
             if not was_up:
+                p.last = now
                 self.handshakes += 1
                 gc.collect()
                 self._say("session %s up, %s, %d session(s), heap free %d" % (
                     _show(p.addr), "certificate mode" if not p.psk else "psk identity " + _ident(p.asked),
                     len(self.peers), gc.mem_free()))
                 p.asked = None  # a token as identity (sec. 3.3.2) need not stay on the heap
-            p.last = now
             # More records in the same datagram (mbedTLS keeps them buffered).
             for _ in range(_MAX_RECORDS - 1):
                 if p.tls is None:
@@ -420,6 +475,7 @@ class DtlsServer:
             if p.alert:
                 self._drop(p.addr, "close_notify")
             return
+        p.last = now  # only a record that decrypted and verified keeps a session alive
         n = min(msg, self.bufsize)
         out = self.server.handle(memoryview(self.buf)[:n], p.addr, self.transport, p.identity, msg > self.bufsize)
         if out is not None and p.tls is not None:
@@ -445,8 +501,11 @@ class DtlsServer:
         sweeper = asyncio.create_task(self._sweep())
         n = self.bufsize + 64  # a record's header and MAC on top of a request
         sink = bytearray(1)
-        gc.collect()
-        reserve = _take(n)
+        reserve = self._reserve  # made at boot with the contexts
+        self._reserve = None
+        if reserve is None:
+            gc.collect()
+            reserve = _take(n)
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(sock)

@@ -33,7 +33,9 @@ def _mkdir(path):
 
 
 class LockApp:
-    def __init__(self, cfg, root, actuator, clock, say=print):
+    def __init__(self, cfg, root, actuator, clock, say=print, coaps=None):
+        """`coaps`: (socket, coap.dtls.Contexts made first at boot:
+        lock.endpoints.coaps) for the CoAPS server, or None."""
         self.cfg = cfg
         self.clock = clock
         self.actuator = actuator
@@ -47,7 +49,6 @@ class LockApp:
         self.statefile = state.StateFile(root + "/state.cbor")
         self.authz = Authorizer(cfg.device_id, self.verifier, self.store, self.nonces, clock,
                                 self.log, Lockout(*cfg.lockout), self.log.boot, self.persist)
-        self._restore()
         b = resources.Binding(self.authz, actuator, self.log, cfg.as_uri, cfg.device_id)
         self.site = Site()
         ai = resources.AuthzInfo(b)
@@ -67,6 +68,10 @@ class LockApp:
         self.server = CoapServer(self.site, known_options=PROFILE_OPTIONS, now_ms=clock.uptime_ms,
                                  on_error=self._error, dedup_size=size, dedup_per_peer=per_peer,
                                  dedup_bytes=nbytes, sites=sites)
+        self.dtls = None
+        if coaps is not None:
+            self._dtls(*coaps)
+        self._restore()
 
     def _restore(self):
         """PROFILE sec. 6: a damaged or unreadable state file (or none on a
@@ -93,7 +98,7 @@ class LockApp:
             except Refused:
                 pass  # expired, revoked or from a key no longer trusted
         self.say("state: %s; %d stored token(s) restored, %d dropped, %d revocation(s)%s" % (
-            status, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
+            "not read (no heap), kept for the next boot" if self.statefile.unread else status, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
             ", exi tokens blocked until the AS gives floors" if self.verifier.exi.blocked else ""))
         if status == state.DAMAGED:
             self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "state"), "local")
@@ -158,28 +163,39 @@ class LockApp:
         """May `addr` start a DTLS handshake: not while its host is locked out."""
         return not self.authz.lockout.remaining_s(resources.peer_host(addr), self.clock.uptime_ms())
 
-    def handshake_failed(self, addr, kind, session):
+    def handshake_failed(self, addr, kind, session, token_identity=False):
         from coap import dtls
-        reason = {dtls.FAIL_UNKNOWN_IDENTITY: reasons.TOKEN_UNKNOWN,
-                  dtls.FAIL_PSK_MISMATCH: reasons.PSK_MISMATCH}.get(kind, reasons.DTLS_FAILED)
+        if kind == dtls.FAIL_UNKNOWN_IDENTITY and token_identity:
+            return  # the token as identity was decided (logged, counted) as an upload
+        reason = {dtls.FAIL_UNKNOWN_IDENTITY: reasons.TOKEN_UNKNOWN, dtls.FAIL_PSK_MISMATCH: reasons.PSK_MISMATCH,
+                  dtls.FAIL_LOCK: reasons.NO_MEMORY}.get(kind, reasons.DTLS_FAILED)
         self.authz.handshake_failed(reason, "coaps", resources.peer_host(addr), session)
+
+    def _dtls(self, sock, contexts):
+        """The CoAPS server on `sock` with its coap.dtls.Contexts."""
+        from coap.dtls import DtlsServer
+        self.dtls = DtlsServer(
+            sock, self.server, contexts, self.psk_key if contexts.psk is not None else None,
+            self.cfg.coaps_sessions, self.cfg.coaps_idle_ms, self.cfg.coaps_handshake_ms,
+            say=self.say, now_ms=self.clock.uptime_ms, admit=self.admit,
+            on_failure=self.handshake_failed, session_ok=self.session_ok)
+        return self.dtls
 
     async def run(self, endpoints, cert=None):
         """endpoints: list of (socket, transport name) the board opened;
         `cert`: (certificate DER, private key DER) for CoAPS certificate
-        mode (config.credentials), or None."""
+        mode (config.credentials), or None; not needed when the CoAPS
+        server was built by the constructor."""
         from coap import udp
         tasks = [asyncio.create_task(self._relock())]
         for sock, transport in endpoints:
             if transport == "coaps":
-                from coap.dtls import DtlsServer
-                self.dtls = DtlsServer(
-                    sock, self.server, self.psk_key if self.cfg.as_lock_key else None, cert,
-                    self.cfg.coaps_sessions, self.cfg.coaps_idle_ms, self.cfg.coaps_handshake_ms,
-                    say=self.say, now_ms=self.clock.uptime_ms, admit=self.admit,
-                    on_failure=self.handshake_failed, session_ok=self.session_ok)
+                srv = self.dtls
+                if srv is None or srv.sock is not sock:
+                    from coap.dtls import Contexts
+                    srv = self._dtls(sock, Contexts(bool(self.cfg.as_lock_key), cert))
                 cert = None  # loaded into the context: the bytes can go
-                tasks.append(asyncio.create_task(self.dtls.serve()))
+                tasks.append(asyncio.create_task(srv.serve()))
             else:
                 tasks.append(asyncio.create_task(udp.serve(sock, self.server, transport)))
         await asyncio.gather(*tasks)

@@ -31,7 +31,17 @@ def open_all(cfg, bundle, say, coap_port=None):
     return out
 
 
-def credentials(cfg, bundle):
-    """For LockApp.run: the certificate-mode files, or None (CoAPS off or
-    no certificate configured)."""
-    return config.credentials(cfg, bundle) if cfg.coaps_enabled else None
+def coaps(endpoints, cfg, bundle):
+    """For LockApp(coaps=...): (the CoAPS socket, its coap.dtls.Contexts),
+    made now, first thing at boot, while the heap is whole; None when no
+    CoAPS endpoint was opened. Raises config.ConfigError (the bundle's
+    certificate or key cannot be read or loaded) or MemoryError."""
+    for sock, transport in endpoints:
+        if transport == "coaps":
+            from coap.dtls import Contexts
+            cert = config.credentials(cfg, bundle)
+            try:
+                return sock, Contexts(bool(cfg.as_lock_key), cert)
+            except (ValueError, OSError) as e:
+                raise config.ConfigError("coaps: %s" % (e,))
+    return None

@@ -185,6 +185,7 @@ def _from_map(d):
 class StateFile:
     def __init__(self, path):
         self.path = path
+        self.unread = False  # the last load ran out of heap: the file is kept, never saved over
 
     def load(self):
         """(State, status): status OK, MISSING (no file: an empty State) or
@@ -217,7 +218,9 @@ class StateFile:
                         raise ValueError("bad item")
                     header = True
         except MemoryError:
-            pass  # not the file's fault: fail closed, keep it as it is
+            # Not the file's fault: fail closed for this boot, and keep the
+            # file as it is (`unread`: nothing may be saved over it).
+            self.unread = True
         except (ValueError, OSError):
             try:
                 os.rename(self.path, self.path + ".bad")
@@ -238,7 +241,10 @@ class StateFile:
 
     def save(self, st):
         """Write `st` (a State) atomically. Raises OSError (the old file is
-        then still in place)."""
+        then still in place), also when the file could not be read at boot
+        for lack of heap (it holds what this boot does not know)."""
+        if self.unread:
+            raise OSError("the state file was not read (no heap at boot): kept as it is")
         tmp = self.path + ".tmp"
         try:
             with open(tmp, "wb") as f:

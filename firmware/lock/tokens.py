@@ -74,11 +74,16 @@ class TokenStore:
             for t in list(self.tokens):
                 if self._key_id(t) != kid:
                     continue
+                old, new = t.claims.iat, tok.claims.iat
                 if tok.claims.psk_kid is not None:
-                    self._remove(t)  # PSK mode: the kid names one token
+                    # PSK mode: the kid names one token, the newest the AS
+                    # issued; an older one (a stranger re-posting a sniffed
+                    # token of wider scope) does not put it back.
+                    if old is not None and (new is None or new < old):
+                        raise Refused(reasons.TOKEN_SUPERSEDED, "the lock holds a newer token for this PSK")
+                    self._remove(t)
                     dropped.append(t)
                     continue
-                old, new = t.claims.iat, tok.claims.iat
                 if self._info[t.hash][1] and old is not None and (new is None or new < old):
                     raise Refused(reasons.TOKEN_SUPERSEDED, "the key holder uses a newer token")
         if len(self.tokens) >= self.capacity:
