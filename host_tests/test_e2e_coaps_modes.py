@@ -320,3 +320,44 @@ def test_malformed_coap_inside_a_session_never_stops_it(lock):
     finally:
         s.close()
     assert lock.alive()
+
+
+def _hello_fragment():
+    """The first fragment of a ClientHello (RFC 6347 sec. 4.2.3), no cookie:
+    mbedTLS buffers it and answers nothing, so it proves nothing about the
+    sender's address (anyone can forge it, one-way)."""
+    body = b"\xfe\xfd" + os.urandom(32) + b"\x00\x00"  # version, random, no session id, no cookie
+    hs = bytes([1]) + (100).to_bytes(3, "big") + b"\x00\x00" + (0).to_bytes(3, "big") + len(body).to_bytes(3, "big")
+    return bytes([22, 0xFE, 0xFD, 0, 0]) + bytes(6) + (len(hs) + len(body)).to_bytes(2, "big") + hs + body
+
+
+def test_forged_hellos_take_no_slot_and_end_no_session(lock):
+    """A ClientHello keeps state only once its cookie verified (the lock sent a
+    ServerHello); an epoch-0 record never reaches an established session."""
+    import socket
+    from test_e2e_coaps import Session, dtls
+    kid, secret = b"psk-forged", os.urandom(16)
+    assert post_token(lock, psk_token(lock, kid, secret, scope="status")) == cm.CREATED
+    frag = _hello_fragment()
+    for i in range(3 * 3):  # three times the session table, from forged sources
+        g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        g.bind(("127.0.97.%d" % (i + 1), 0))
+        g.sendto(frag, ("127.0.0.1", lock.coaps_port))
+        g.close()
+    time.sleep(0.2)
+    sock, hs = dtls(lock, kid.decode(), secret, timeout=3.0)   # a slot is there at once
+    s = Session(sock)
+    try:
+        assert hs < 2.0
+        resp, _ = s.request(cm.GET, "lock")
+        assert resp.code == cm.CONTENT
+        start = len(lock.lines)
+        # The same fragment, and a plaintext alert, "from" the phone's own
+        # address and port: the session stays.
+        sock._socket.send(frag)
+        sock._socket.send(bytes([21, 0xFE, 0xFD, 0, 0]) + bytes(6) + b"\x00\x02\x02\x28")
+        resp, _ = s.request(cm.GET, "lock")
+        assert resp.code == cm.CONTENT
+        assert not [l for l in lock.lines[start:] if "ended" in l], lock.lines[start:]
+    finally:
+        s.close()

@@ -50,6 +50,21 @@ def test_store_one_token_per_pop_key_once_used_never_an_older_one():
     assert len(s) == 2
 
 
+def test_store_psk_kid_names_the_newest_token_only():
+    # RFC 9202 sec. 3.3: the kid names one token. A newer one replaces it;
+    # an older one (a stranger re-posting a sniffed token of wider scope
+    # after the AS narrowed it) is refused.
+    s = TokenStore(4)
+    wide, narrow = _Tok(b"w", psk_kid=b"P", iat=10), _Tok(b"n", psk_kid=b"P", iat=20)
+    s.add(wide, lambda t: False)
+    s.add(narrow, lambda t: False)
+    assert s.get(b"w") is None and s.by_psk_kid(b"P") is narrow
+    e = raises(reasons.Refused, s.add, _Tok(b"w", psk_kid=b"P", iat=10), lambda t: False)
+    assert e.reason == reasons.TOKEN_SUPERSEDED and s.by_psk_kid(b"P") is narrow
+    e = raises(reasons.Refused, s.add, _Tok(b"x", psk_kid=b"P"), lambda t: False)  # no iat
+    assert e.reason == reasons.TOKEN_SUPERSEDED
+
+
 # (name, stored: [(id, uploader, used, at_ms)], new uploader, now_ms, expected victim or reason)
 _FAIRNESS = (
     ("expired_first", [(b"1", "A", True, 0), (b"2", "A", True, 0)], "B", 1000, b"2"),
