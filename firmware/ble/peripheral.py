@@ -12,7 +12,7 @@ discarded (Result invalid_request, "transfer_stalled"). The lock then
 advertises again.
 
 The IRQ handler only copies: a Request write goes into the reassembly
-buffer (ble.frag: header check and copy, no parsing) and a flag wakes the
+chunks (ble.frag: header check and copy, no parsing) and a flag wakes the
 task; while a whole message (or a fault) waits for the task, further
 writes are dropped, so the buffer never changes under it. Parsing and
 crypto run in the task.
@@ -26,6 +26,7 @@ and importing aioble took 6.3 KB of the ESP32's 56 KiB heap, which the
 ES256 verification needs.
 """
 import asyncio
+import gc
 import time
 
 import bluetooth
@@ -56,6 +57,7 @@ _DEFAULT_MTU = const(23)         # before an MTU exchange: 20-byte payloads
 _ADV_INTERVAL_US = const(20000)
 _ADV_MAX = const(31)             # legacy advertising data or scan response
 _NAME_MAX = const(26)            # after the flags (3 bytes), the name's length and type
+_OUT_MAX = const(63)             # chunk of a notification (Challenge and Result are shorter)
 
 
 def _ad(kind, value):
@@ -75,6 +77,7 @@ class Peripheral:
         self.idle_ms = idle_ms
         self.conn_ms = conn_ms
         self.reasm = frag.Reassembler(frag.MAX_MESSAGE, _FRAGMENT_MAX)
+        self._out = memoryview(bytearray(_OUT_MAX + 1))  # a notification being built
         self.flag = asyncio.ThreadSafeFlag()
         self.connections = 0   # per boot: a connection's identity is its number
         self.conn = None       # the connection handle being served
@@ -149,6 +152,7 @@ class Peripheral:
                 # CoAP transports' addresses are, so tables compare like with like.
                 await self._session(self.conn, ("ble:%d" % self.connections).encode())
                 await self._hang_up()
+                self.reasm.restore()
             except Exception as e:  # the radio failed: say so, try again
                 self.say("BLE: %r" % (e,))
                 await asyncio.sleep_ms(1000)
@@ -180,7 +184,13 @@ class Peripheral:
             p = self.pending
             if p != frag.MORE:
                 if p == frag.COMPLETE:
-                    out, d = self.access.request(self.reasm.message(), peer)
+                    # The chunks the message does not use and the fragments'
+                    # garbage go before the decision allocates: what it keeps
+                    # fills the lowest holes first, and the verification's
+                    # larger buffers find the chunks' room whole (ble.frag).
+                    self.reasm.lend()
+                    gc.collect()
+                    out, d = self.access.request(self.reasm, peer)
                     if d is not None:
                         self.say("BLE: %s %s (%s)%s" % (
                             d.permission, "granted" if d.granted else "denied " + reasons.name(d.reason),
@@ -188,6 +198,7 @@ class Peripheral:
                 else:
                     out = self.access.invalid(frag.FAULTS[p])
                     self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer.decode()))
+                self.reasm.restore()  # writes wait for pending: no chunk is in use
                 self.pending = frag.MORE
                 self._answer(conn, peer, out)
                 continue
@@ -211,10 +222,24 @@ class Peripheral:
 
     def _send(self, handle, conn, msg):
         # The value for reads (a long read gives it whole), and
-        # notifications cut into PROFILE sec. 5 fragments of the ATT payload.
+        # notifications cut into PROFILE sec. 5 fragments of the ATT
+        # payload, each built in the one preallocated buffer.
         self.ble.gatts_write(handle, msg)
-        for f in frag.fragments(msg, self.mtu - 3):
-            self.ble.gatts_notify(conn, handle, f)
+        mv = memoryview(msg)
+        out = self._out
+        step = min(self.mtu - 4, _OUT_MAX)
+        seq = 0
+        i = 0
+        n = len(msg)
+        while True:
+            k = min(step, n - i)
+            out[0] = seq | (frag.LAST if i + k >= n else 0)
+            out[1:1 + k] = mv[i:i + k]
+            self.ble.gatts_notify(conn, handle, out[:1 + k])
+            i += k
+            if i >= n:
+                return
+            seq = (seq + 1) & 0x7F
 
     def _answer(self, conn, peer, result):
         """Result, then a fresh Challenge (PROFILE sec. 5: after every attempt)."""
@@ -243,14 +268,21 @@ async def run(app, say=print):
     once the lock's other transports have taken their long-lived blocks
     (LockApp.run opens them before its first await), so its own buffers
     do not split the heap under the DTLS contexts' large ones. A radio
-    that does not come up is said and leaves the other transports on."""
+    that does not come up, or finds no heap, is said and leaves the other
+    transports on."""
     await asyncio.sleep_ms(0)
-    try:
-        p = start(app, say)
-    except OSError as e:
-        say("BLE: off (the HCI controller did not come up: %s)" % (e,))
-        return
-    import gc
+    for attempt in (0, 1):
+        try:
+            p = start(app, say)
+            break
+        except OSError as e:
+            say("BLE: off (the HCI controller did not come up: %s)" % (e,))
+            return
+        except MemoryError:
+            gc.collect()  # once more on a collected heap, then give up
+            if attempt:
+                say("BLE: off (no heap for it)")
+                return
     gc.collect()
     say("BLE: heap %d bytes free" % gc.mem_free())
     await p.serve()

@@ -76,3 +76,30 @@ def test_empty_write_and_a_restart_mid_message():
 def test_fault_names():
     assert frag.FAULTS[GAP] == "fragment_gap" and frag.FAULTS[OVERFLOW] == "message_too_long"
     assert frag.FAULTS[CUT] == "fragment_too_long" and frag.FAULTS[EMPTY] == "fragment_empty"
+    assert frag.FAULTS[frag.NOMEM] == "no_memory"
+
+
+def test_parts_across_chunks_lend_and_restore():
+    msg = bytes(i & 0xFF for i in range(700))
+    r = Reassembler(1400, 244)
+    assert len(r.chunks) == 5 and frag.CHUNK * 5 == 1400
+    assert _feed_all(r, fragments(msg, 244))[-1] == COMPLETE and r.length == 700
+    assert r.byte(0) == 0 and r.byte(280) == 280 & 0xFF and r.byte(699) == 699 & 0xFF
+    assert isinstance(r.part(10, 20), memoryview) and bytes(r.part(10, 20)) == msg[10:20]  # in place
+    assert bytes(r.part(250, 600)) == msg[250:600]      # across chunks: a copy
+    assert bytes(r.part(5, 5)) == b""
+    r.lend()                                            # 700 bytes: three chunks kept
+    assert len(r.chunks) == 3 and bytes(r.message()) == msg
+    r.restore()
+    assert len(r.chunks) == 5
+    assert _feed_all(r, fragments(bytes(1400), 20))[-1] == COMPLETE and bytes(r.message()) == bytes(1400)
+
+
+def test_chunks_lent_are_taken_again_when_needed():
+    r = Reassembler(1400, 244)
+    assert _feed_all(r, fragments(b"x" * 10, 20))[-1] == COMPLETE
+    r.lend()
+    assert len(r.chunks) == 1
+    msg = bytes(i & 0xFF for i in range(1400))
+    assert _feed_all(r, fragments(msg, 244))[-1] == COMPLETE and bytes(r.message()) == msg
+    assert len(r.chunks) == 5
