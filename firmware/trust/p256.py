@@ -49,12 +49,6 @@ _N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
 _NL = const(20)  # limbs of a register (p256_field)
 
 _WS = bytearray(_f.NREGS * 2 * _NL)
-# The wNAF digit codes of u1 and u2 (one byte per bit position), held for
-# good like the workspace: on a fragmented 56 KiB heap even two 264-byte
-# blocks per verify were not always there. Cleared from _ZERO each call.
-_DG = bytearray(264)
-_DQ = bytearray(264)
-_ZERO = bytes(264)
 _RUN = _f.run
 _LOAD = _f.load
 # run() codes of the Q-table entries (limb offsets << 11); load() codes of
@@ -165,10 +159,8 @@ def _verify(pubkey, digest, sig):
     u2 = r * w % n
 
     # wNAF digit codes (see _wnaf) of u1 and u2, one byte per bit position
-    dg = _DG
-    dq = _DQ
-    dg[:] = _ZERO
-    dq[:] = _ZERO
+    dg = bytearray(264)
+    dq = bytearray(264)
     top = max(_wnaf(u1, _f.WG, dg), _wnaf(u2, _f.WQ, dq))
     if top < 0:
         return False
