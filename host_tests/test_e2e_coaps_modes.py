@@ -390,3 +390,70 @@ def test_coaps_comes_back_after_a_reboot_with_stored_tokens_on_the_esp32_heap(tm
         assert s.alive() and not [l for l in s.lines if "ERROR" in l or "MemoryError" in l], s.output()
     finally:
         s.stop()
+
+
+class _HalfOpen:
+    """A DTLS client (python-mbedtls on memory buffers) from its own
+    loopback address that completes the cookie exchange, so the lock gives
+    it a slot, and then goes silent."""
+
+    def __init__(self, lock, src, kid, secret):
+        import socket
+        from mbedtls import tls as T
+        from lockctl.dtls import _Identity
+        conf = T.DTLSConfiguration(pre_shared_key=(_Identity(kid), secret), ciphers=["TLS-PSK-WITH-AES-128-CCM-8"],
+                                   validate_certificates=False, lowest_supported_version=T.DTLSVersion.DTLSv1_2,
+                                   highest_supported_version=T.DTLSVersion.DTLSv1_2)
+        self.T = T
+        self.buf = T.ClientContext(conf).wrap_buffers(None)
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.bind((src, 0))
+        self.s.connect(("127.0.0.1", lock.coaps_port))
+        self.s.settimeout(3)
+
+    def _flight(self):
+        for _ in range(8):  # a few handshake steps until something is to be sent
+            try:
+                self.buf.do_handshake()
+            except (self.T.WantReadError, self.T.WantWriteError):
+                pass
+            out = self.buf.peek_outgoing(65535)
+            if out:
+                self.s.send(out)
+                self.buf.consume_outgoing(len(out))
+                return
+
+    def to_server_hello(self):
+        self._flight()                                  # ClientHello
+        self.buf.receive_from_network(self.s.recv(2048))  # HelloVerifyRequest
+        self._flight()                                  # ClientHello with the cookie
+        self.s.recv(2048)                               # ServerHello...: the lock holds a slot
+
+    def close(self):
+        self.s.close()
+
+
+def test_silent_clients_give_way_to_a_new_one(lock):
+    """Three clients that pass the cookie exchange and go silent fill the
+    session table; a fourth, verified, client gets in once they have been
+    silent for 3 s (handshakes) instead of waiting out the 10 s timeout."""
+    from test_e2e_coaps import Session, dtls
+    kid, secret = b"psk-yield", os.urandom(16)
+    assert post_token(lock, psk_token(lock, kid, secret, scope="status")) == cm.CREATED
+    silent = [_HalfOpen(lock, "127.0.96.%d" % (i + 1), kid, secret) for i in range(3)]
+    try:
+        for h in silent:
+            h.to_server_hello()
+        start = len(lock.lines)
+        time.sleep(3.2)
+        sock, hs = dtls(lock, kid.decode(), secret, timeout=4.0)
+        s = Session(sock)
+        try:
+            resp, _ = s.request(cm.GET, "lock")
+            assert resp.code == cm.CONTENT
+        finally:
+            s.close()
+        assert any("gave way to a new client" in l for l in lock.lines[start:]), lock.lines[start:]
+    finally:
+        for h in silent:
+            h.close()

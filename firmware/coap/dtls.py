@@ -59,6 +59,8 @@ _CT_HANDSHAKE = const(22)
 _HS_CLIENT_HELLO = const(1)
 _HS_SERVER_HELLO = const(2)
 _MAX_RECORDS = const(4)  # application records taken from one datagram
+_SLOW_HANDSHAKE_MS = const(3000)  # a handshake this old gives way to a verified newcomer
+_YIELD_IDLE_MS = const(5000)  # so does a session idle this long
 _SMALL_RX = const(512)  # a receive on a heap with no larger block (PSK handshakes fit)
 
 # The suites each mode offers, in the lock's order of preference (mbedTLS
@@ -353,13 +355,33 @@ class DtlsServer:
         except Exception as e:
             self.server.report(e)
 
+    def _victim(self, now):
+        """The peer that gives way to a verified newcomer when the table is
+        full: a handshake running for _SLOW_HANDSHAKE_MS or more (oldest
+        first), else the session idle longest if idle for _YIELD_IDLE_MS or
+        more; None: everyone is busy, the newcomer is refused. (A client
+        that completes the cookie exchange and goes silent, or keeps a
+        session it does not use, no longer holds a slot for long.)"""
+        best = None
+        best_key = None
+        for addr, p in self.peers.items():
+            if not p.up:
+                key = (0, p.born) if now - p.born >= _SLOW_HANDSHAKE_MS else None
+            else:
+                key = (1, p.last) if now - p.last >= _YIELD_IDLE_MS else None
+            if key is not None and (best_key is None or key < best_key):
+                best, best_key = addr, key
+        return best
+
     def _hello(self, data, addr, old, now):
         if self.admit is not None and not self.admit(addr):
             self.refused += 1  # locked out: not even a HelloVerifyRequest
             return
+        full = False
         if old is None and len(self.peers) >= self.max_sessions:
             self.expire(now)
-            if len(self.peers) >= self.max_sessions:
+            full = len(self.peers) >= self.max_sessions
+            if full and self._victim(now) is None:
                 self.refused += 1
                 return
         p = _Peer(self.sock, addr, now)
@@ -380,6 +402,13 @@ class DtlsServer:
         # The cookie was valid: the client is at this address.
         if old is not None:
             self._drop(addr, "replaced by a new handshake")
+        elif full:
+            victim = self._victim(now)
+            if victim is None:
+                p.close()
+                self.refused += 1
+                return
+            self._drop(victim, "gave way to a new client (table full)")
         self.peers[addr] = p
 
     def _step(self, p, now):

@@ -97,8 +97,15 @@ class LockApp:
                 kept += 1
             except Refused:
                 pass  # expired, revoked or from a key no longer trusted
+            except MemoryError:
+                # Not the token's fault: it stays in the file for the next
+                # boot (nothing is saved over the file this boot) and is
+                # not served now.
+                tok = None
+                gc.collect()
+                self.statefile.unread = True
         self.say("state: %s; %d stored token(s) restored, %d dropped, %d revocation(s)%s" % (
-            "not read (no heap), kept for the next boot" if self.statefile.unread else status, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
+            "not all read (no heap), kept for the next boot" if self.statefile.unread else status, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
             ", exi tokens blocked until the AS gives floors" if self.verifier.exi.blocked else ""))
         if status == state.DAMAGED:
             self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "state"), "local")
