@@ -15,8 +15,10 @@ Prints (figures only, nothing asserted):
     and the lock's free heap with BLE and CoAPS on, at READY and once BLE
     is up (it starts after the DTLS contexts);
   - the smallest `-X heapsize` under which the lock, with BLE and CoAPS
-    both on, serves a full-token unlock, three id-only unlocks and a
-    full-token unlock of a second phone over BLE.
+    both on, grants 20 of 20 BLE unlocks of two phones (full tokens, then
+    ids only or full tokens again, at 20- and 244-byte payloads). A heap
+    that fails now and then (fragmentation) may still pass one run: the
+    figure is a lower bound, with a few KiB of margin to be safe.
 """
 import argparse
 import asyncio
@@ -110,6 +112,9 @@ def ble_cost():
             link.wait(10)
 
 
+FLOW_UNLOCKS = 20
+
+
 def flow_ok(k):
     with tempfile.TemporaryDirectory() as d:
         lock = SimLock(d, ble=True, coaps=True, heapsize=k * 1024, start=False)
@@ -122,11 +127,17 @@ def flow_ok(k):
             t1, t2 = lock.token(k1), lock.token(k2)
 
             async def go():
-                rs = [await _attempt(lock, t1, k1)]
-                for _ in range(3):
-                    rs.append(await _attempt(lock, t1, k1, id_only=True))
-                rs.append(await _attempt(lock, t2, k2, mtu=247))
-                return all(r.granted for r in rs)
+                # FLOW_UNLOCKS in all: each phone's first with its full
+                # token, then its id only (lockctl ble's cache) or the full
+                # token again, at both payloads; the first refusal ends it.
+                for i in range(FLOW_UNLOCKS):
+                    second = i % 3 == 2
+                    tok, key = (t2, k2) if second else (t1, k1)
+                    id_only = i > 2 and i % 2 == 1
+                    r = await _attempt(lock, tok, key, id_only=id_only, mtu=247 if i % 4 == 3 else None)
+                    if not r.granted:
+                        return False
+                return True
             try:
                 return asyncio.run(go())
             except ble.BleError:
@@ -165,8 +176,9 @@ def main():
             print("lock with BLE and CoAPS on, ESP32 heap: did not come up:\n%s" % lock.output())
         lock.stop()
     k = smallest(flow_ok, 40, 96)
-    print("smallest -X heapsize serving the BLE flow with BLE and CoAPS on (full token, 3 x id only, "
-          "a second phone), firmware frozen: %s (the ESP32 boots with 56K)" % kilobytes(k, 96))
+    print("smallest -X heapsize granting %d of %d BLE unlocks with BLE and CoAPS on (two phones, full "
+          "token and id only, both payloads), firmware frozen: %s (the ESP32 boots with 56K)"
+          % (FLOW_UNLOCKS, FLOW_UNLOCKS, kilobytes(k, 96)))
     return 0
 
 

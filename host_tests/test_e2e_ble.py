@@ -370,3 +370,25 @@ def test_phone_and_lock_frame_alike():
         msg = bytes(i & 0xFF for i in range(n))
         for payload in (2, 20, 244):
             assert ble.fragments(msg, payload) == frag.fragments(msg, payload), (n, payload)
+
+
+@pytest.mark.slow
+def test_twenty_unlocks_with_coaps_on(tmp_path):
+    """The heap with BLE and CoAPS both on (issue 9's no_memory denies): 20
+    of 20 unlocks of two phones are granted at 64 KiB, full tokens, ids
+    only and both payloads, each decided on the heap the lock has left
+    once both phones' tokens are stored."""
+    s = SimLock(tmp_path, ble=True, coaps=True, heapsize=BLE_HEAP)
+    try:
+        s.wait_for("BLE: heap", 10)
+        keys = [ch.gen_key(), ch.gen_key()]
+        toks = [s.token(k) for k in keys]
+        out = []
+        for i in range(20):
+            j = 1 if i % 3 == 2 else 0
+            r = run(attempt(s, toks[j], keys[j], id_only=i > 2 and i % 2 == 1, mtu=247 if i % 4 == 3 else None))
+            out.append(r.describe())
+        assert out == [out[0]] * 20 and out[0].startswith("granted"), "%s\n%s" % (out, s.output())
+        assert not [l for l in s.lines if "no_memory" in l or "MemoryError" in l], s.output()
+    finally:
+        s.stop()

@@ -82,6 +82,7 @@ class Access:
         self._proof = bytearray(_PROOF_LEN)
         self._proof[0:2] = b"\x82\x50"
         self._proof[2 + _NONCE_LEN:4 + _NONCE_LEN] = b"\x58\x40"
+        self._ok = cbor.encode([True, None, reasons.name(reasons.OK)])
         # permission -> the configured resource that acts on it over BLE
         self.actions = {}
         for r in resources:
@@ -101,8 +102,9 @@ class Access:
     def challenge(self, peer):
         return cbor.encode([self.device_id, self.authz.nonce(peer)])
 
-    @staticmethod
-    def result(granted, reason, text=None):
+    def result(self, granted, reason, text=None):
+        if granted and text is None:
+            return self._ok  # the door moved: nothing left to allocate
         return cbor.encode([granted, reasons.error_value(reason), text or reasons.name(reason)])
 
     def invalid(self, why=None):
@@ -136,7 +138,10 @@ class Access:
         if not d.granted:
             return self.result(False, d.reason), d
         if len(tok) != _HASH_LEN:
-            self.authz.keep(d.token, peer)
+            try:
+                self.authz.keep(d.token, peer)
+            except MemoryError:
+                pass  # not kept: the phone sends it whole next time
         text = None
         try:
             if action == "unlock":

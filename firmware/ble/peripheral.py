@@ -190,11 +190,21 @@ class Peripheral:
                     # larger buffers find the chunks' room whole (ble.frag).
                     self.reasm.lend()
                     gc.collect()
-                    out, d = self.access.request(self.reasm, peer)
+                    try:
+                        out, d = self.access.request(self.reasm, peer)
+                    except MemoryError:
+                        # Out of heap outside the authorizer's check (its
+                        # log, the answer): the door did not move. Say so.
+                        gc.collect()
+                        out, d = self.access.result(False, reasons.NO_MEMORY), None
+                        self.say("BLE: no heap to decide (%s)" % peer.decode())
                     if d is not None:
-                        self.say("BLE: %s %s (%s)%s" % (
-                            d.permission, "granted" if d.granted else "denied " + reasons.name(d.reason),
-                            peer.decode(), "" if d.seq is None else " seq %d" % d.seq))
+                        try:
+                            self.say("BLE: %s %s (%s)%s" % (
+                                d.permission, "granted" if d.granted else "denied " + reasons.name(d.reason),
+                                peer.decode(), "" if d.seq is None else " seq %d" % d.seq))
+                        except MemoryError:
+                            pass  # the Result still goes out
                 else:
                     out = self.access.invalid(frag.FAULTS[p])
                     self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer.decode()))

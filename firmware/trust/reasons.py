@@ -129,7 +129,12 @@ COUNT = const(48)
 
 def name(reason):
     if 0 <= reason < COUNT:
-        return _NAMES.split()[reason]
+        # The reason-th word, found in place: split() made a list of 48
+        # strings on every call (about 1 KB of heap to answer one request).
+        i = 0
+        for _ in range(reason):
+            i = _NAMES.index(" ", i) + 1
+        return _NAMES[i:_NAMES.index(" ", i)]
     return "unknown_%d" % reason
 
 
