@@ -351,6 +351,11 @@ class DtlsServer:
         except MemoryError as e:
             self.server.report(e)
             self._drop(addr, "no heap")
+            # A session idle long enough to give way to a newcomer gives way
+            # to the heap too (the client retransmits and gets in).
+            v = self._victim(now)
+            if v is not None:
+                self._drop(v, "gave way: no heap for another client")
             gc.collect()
         except Exception as e:
             self.server.report(e)
