@@ -147,6 +147,10 @@ def flow_ok(k):
 
 
 def main():
+    import logging
+    # Bumble warns of the Challenge notifications that come before the phone
+    # subscribed (as lockctl ble, keep them off the figures).
+    logging.getLogger("bumble").setLevel(logging.ERROR)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--unlocks", type=int, default=20)
     a = ap.parse_args()
