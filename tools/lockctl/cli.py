@@ -254,8 +254,8 @@ def cmd_sim(a):
         extra += ["--port", str(a.port)]
     heapsize = None
     if a.ble:
-        # With BLE (5.2 KB) and CoAPS both serving, the lock needs about
-        # 61 KiB (bench_ble.py): more than the ESP32's initial 56 KiB area
+        # With BLE (5.6 KB) and CoAPS both serving, the lock needs about
+        # 63 KiB (bench_ble.py): more than the ESP32's initial 56 KiB area
         # (the board grows its heap from ESP-IDF's; README, limits).
         heapsize = BLE_HEAP_BYTES
         print("BLE on: the simulated lock gets a %d KiB heap (BLE and CoAPS together do not fit "
