@@ -225,7 +225,7 @@ class Contexts:
     fragmented by the state restore and the log scan may no longer have):
     the PSK-mode context (`psk`), the certificate-mode one (`cert`:
     (certificate DER, private key DER)), the plaintext buffer and the
-    receive reserve. Raises ValueError (no mode), MemoryError, or the `tls`
+    receive reserve slot. Raises ValueError (no mode), MemoryError, or the `tls`
     module's errors (a certificate or key it cannot load)."""
 
     def __init__(self, psk=True, cert=None, bufsize=1152):
@@ -245,7 +245,9 @@ class Contexts:
         # Plaintext lands here (recv_into): no block of a request's size is
         # needed per datagram on a fragmented heap.
         self.buf = bytearray(bufsize + 1)
-        self.reserve = bytearray(bufsize + 64)  # see DtlsServer.serve
+        # (The receive reserve is taken when serving starts: until then its
+        # room serves the state restore, whose read buffer is as large.)
+        self.reserve = None
 
 
 class DtlsServer:

@@ -49,6 +49,13 @@ _N = const(0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551)
 _NL = const(20)  # limbs of a register (p256_field)
 
 _WS = bytearray(_f.NREGS * 2 * _NL)
+# The wNAF digit codes of u1 and u2 (one byte per bit position), held for
+# good like the workspace: on a fragmented 56 KiB heap two 264-byte blocks
+# per verify were not always there (a phone's unlock got 5.03 now and then).
+# Each verify clears what the previous one used.
+_DG = bytearray(264)
+_DQ = bytearray(264)
+_USED = [263]  # highest digit position the last verify may have written
 _RUN = _f.run
 _LOAD = _f.load
 # run() codes of the Q-table entries (limb offsets << 11); load() codes of
@@ -159,9 +166,14 @@ def _verify(pubkey, digest, sig):
     u2 = r * w % n
 
     # wNAF digit codes (see _wnaf) of u1 and u2, one byte per bit position
-    dg = bytearray(264)
-    dq = bytearray(264)
+    dg = _DG
+    dq = _DQ
+    for i in range(_USED[0] + 1):
+        dg[i] = 0
+        dq[i] = 0
+    _USED[0] = 263  # until this verify's digits are known
     top = max(_wnaf(u1, _f.WG, dg), _wnaf(u2, _f.WQ, dq))
+    _USED[0] = top if top >= 0 else 0
     if top < 0:
         return False
     ws = _WS
