@@ -316,6 +316,19 @@ def test_disconnect_mid_transfer(lock):
     assert unlocks(lock, n, 1) == 1
 
 
+def test_connect_and_leave_at_once_keeps_the_lock_advertising(lock):
+    """A phone that connects and drops the link before the lock's task runs
+    (both events wake it once): the connect stopped advertising, so the lock
+    must advertise again, or no phone finds it until a reboot."""
+    async def hit():
+        async with ble.BlePhone(lock.ble_transport) as p:
+            conn = await p.device.connect(await p.find(lock.device_id))
+            await conn.disconnect()
+    for _ in range(2):
+        run(hit())
+        _good(lock)
+
+
 def test_garbage_messages_are_invalid_requests(lock):
     for msg in (b"\xff", cbor2.dumps([1, 2, 3]), cbor2.dumps(["x", "unlock", b"", b""]), b"\x84" + bytes(3)):
         r = run(attempt(lock, lock.tok, lock.key, message=lambda nonce, m=msg: m, fault=_faulty("plain")))

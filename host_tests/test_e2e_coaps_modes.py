@@ -382,7 +382,10 @@ def test_coaps_comes_back_after_a_reboot_with_stored_tokens_on_the_esp32_heap(tm
         for _ in range(2):
             s.restart()
             assert "state: ok; 3 stored token(s) restored" in s.wait_for("state:")
-            sock, _ = dtls(s, phones[0][0].decode(), phones[0][1], timeout=5.0)
+            try:
+                sock, _ = dtls(s, phones[0][0].decode(), phones[0][1], timeout=10.0)
+            except Exception as e:
+                raise AssertionError("handshake: %r\n%s" % (e, s.output()))
             c = Session(sock)
             try:
                 resp, _ = c.request(cm.POST, "lock/unlock")

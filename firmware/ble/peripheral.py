@@ -81,6 +81,7 @@ class Peripheral:
         self.flag = asyncio.ThreadSafeFlag()
         self.connections = 0   # per boot: a connection's identity is its number
         self.conn = None       # the connection handle being served
+        self.connects = 0      # connect events seen by the IRQ handler
         self.mtu = _DEFAULT_MTU
         self.pending = frag.MORE  # COMPLETE or a fault, waiting for the task
         self.last_ms = 0       # ticks of the last Request fragment
@@ -128,6 +129,7 @@ class Peripheral:
         elif event == _IRQ_CENTRAL_CONNECT:
             if self.conn is None:
                 self.conn = data[0]
+                self.connects += 1
                 self.mtu = _DEFAULT_MTU
                 self.flag.set()
             else:
@@ -144,9 +146,15 @@ class Peripheral:
         """Advertise, serve a phone, advertise again; forever."""
         while True:
             try:
+                seen = self.connects
                 self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
-                while self.conn is None:
+                while self.conn is None and self.connects == seen:
                     await self.flag.wait()
+                if self.conn is None:
+                    # A phone connected (which stopped advertising) and left
+                    # before this task ran: the two events woke it once.
+                    # Advertise again.
+                    continue
                 self.connections += 1
                 # The peer identity (nonces, lockout, store): bytes, as the
                 # CoAP transports' addresses are, so tables compare like with like.

@@ -120,18 +120,20 @@ def sig_structure(protected_raw, payload, external_aad=b""):
     return cbor.encode(["Signature1", protected_raw, external_aad, payload])
 
 
-def check_es256_format(sig):
+def check_es256_format(sig, reason=SIG_FORMAT):
     if len(sig) != 64:
-        raise Refused(SIG_FORMAT, "signature is %d bytes, not 64" % len(sig))
+        raise Refused(reason, "signature is %d bytes, not 64" % len(sig))
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
     if r == 0 or s == 0 or r >= _N or s >= _N:
-        raise Refused(SIG_FORMAT, "r or s out of range")
+        raise Refused(reason, "r or s out of range")
 
 
 def es256_verify(pub, msg, sig, reason=SIG_INVALID):
-    """ES256 over msg with a 65-byte SEC1 key; raises Refused(reason)."""
-    check_es256_format(sig)
+    """ES256 over msg with a 65-byte SEC1 key; raises Refused(reason), or
+    Refused(SIG_FORMAT) for a token signature (reason SIG_INVALID) whose r
+    or s is out of range (a proof's is just an invalid proof: `reason`)."""
+    check_es256_format(sig, SIG_FORMAT if reason == SIG_INVALID else reason)
     if not p256.verify(pub, hashlib.sha256(msg).digest(), sig):
         raise Refused(reason)
 

@@ -17,6 +17,7 @@ The transport is any Bumble transport string: the default is the
 simulator's virtual controller (`lockctl sim --ble`), `usb:0`,
 `hci-socket:0` or `serial:/dev/ttyUSB0,1000000` drive a real adapter.
 """
+import argparse
 import asyncio
 import json
 import os
@@ -311,6 +312,18 @@ async def unlock(transport, device_id, token, key, permission="unlock", cache_pa
         return r
 
 
+def _att_mtu(text):
+    """argparse type of --mtu: an ATT MTU, 23 (the default) to 517 (Core spec
+    vol. 3 part F 3.2.8, 3.4.7.1)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if not 23 <= v <= 517:
+        raise argparse.ArgumentTypeError("an ATT MTU is 23 to 517, got %d" % v)
+    return v
+
+
 def cmd_ble(a):
     """`lockctl ble ACTION`: exit status 0 on a grant, 1 on a refusal, 2 when
     the lock could not be reached."""
@@ -355,10 +368,10 @@ def add_parser(sub):
                         "default %s), or a real adapter: usb:0, hci-socket:0, "
                         "serial:/dev/ttyUSB0,1000000" % DEFAULT_TRANSPORT)
     s.add_argument("--token", required=True, help="the access token (CWT file)")
-    s.add_argument("--key", default="phone.pem", help="the PoP key the token is bound to (PEM)")
+    s.add_argument("--key", default="phone.pem", help="the PoP key the token is bound to (PEM; default phone.pem)")
     s.add_argument("--bundle", help="read the lock's device id (its advertised name) from this bundle")
-    s.add_argument("--device-id")
-    s.add_argument("--mtu", type=int, default=None,
+    s.add_argument("--device-id", help="the lock's device id (its advertised name), without --bundle")
+    s.add_argument("--mtu", type=_att_mtu, default=None,
                    help="exchange this ATT MTU first (e.g. 247: 244-byte writes); default 23 (20-byte writes)")
     s.add_argument("--cache", help="token cache file (default TOKEN.ble-cache.json): after a grant "
                                    "with the full token, later requests send only its id")
