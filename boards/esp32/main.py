@@ -66,7 +66,7 @@ def main():
         if t:
             clock.set_wall(t)
     if up:
-        endpoints = endpoints_open(cfg, board.BUNDLE, print)
+        endpoints = endpoints_open(cfg, print)
     # The CoAPS server is built before the state is restored (LockApp).
     app = LockApp(cfg, board.ROOT, act, clock, print, endpoints_coaps(endpoints, cfg, board.BUNDLE))
     if cfg.ble_enabled:

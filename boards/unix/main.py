@@ -69,7 +69,7 @@ def main():
     act = SimActuator(clock.uptime_ms, cfg.relock_ms,
                       lambda what, why: say("EVENT %s %s" % (what, why)))
     try:
-        endpoints = endpoints_open(cfg, a["bundle"], say, int(a["port"]) if a["port"] else None)
+        endpoints = endpoints_open(cfg, say, int(a["port"]) if a["port"] else None)
         coaps = endpoints_coaps(endpoints, cfg, a["bundle"])
     except config.ConfigError as e:
         print("FATAL configuration: %s" % e)

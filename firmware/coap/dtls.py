@@ -110,22 +110,15 @@ class PskKeys:
         return key
 
 
-def _has_record(d, content_type):
+def _has_record(d, content_type, handshake_type=-1):
     """Does the datagram `d` hold a DTLS record of `content_type` (the
     record headers are plaintext: type(1) version(2) epoch(2) seq(6)
-    length(2))?"""
+    length(2)); with `handshake_type`, a plaintext (epoch 0) handshake
+    record whose message is of that type?"""
     i = 0
     while i + 13 <= len(d):
-        if d[i] == content_type:
-            return True
-        i += 13 + ((d[i + 11] << 8) | d[i + 12])
-    return False
-
-
-def _has_server_hello(d):
-    i = 0
-    while i + 13 < len(d):
-        if d[i] == _CT_HANDSHAKE and d[i + 3] == 0 and d[i + 4] == 0 and d[i + 13] == _HS_SERVER_HELLO:
+        if d[i] == content_type and (handshake_type < 0 or (
+                d[i + 3] == 0 and d[i + 4] == 0 and i + 13 < len(d) and d[i + 13] == handshake_type)):
             return True
         i += 13 + ((d[i + 11] << 8) | d[i + 12])
     return False
@@ -199,7 +192,7 @@ class _Peer(io.IOBase):
         if not self.hello:
             # mbedTLS answers a ClientHello with a ServerHello only once its
             # cookie verified: the client is at this address.
-            self.hello = _has_server_hello(buf)
+            self.hello = _has_record(buf, _CT_HANDSHAKE, _HS_SERVER_HELLO)
         if not self.up:
             # The server's ChangeCipherSpec ends its last flight: the
             # client's Finished has been verified.
@@ -225,8 +218,10 @@ class Contexts:
     fragmented by the state restore and the log scan may no longer have):
     the PSK-mode context (`psk`), the certificate-mode one (`cert`:
     (certificate DER, private key DER)), the plaintext buffer and the
-    receive reserve slot. Raises ValueError (no mode), MemoryError, or the `tls`
-    module's errors (a certificate or key it cannot load)."""
+    receive reserve (see DtlsServer.serve; idle until serving starts, so
+    the state restore may read into it). Raises ValueError (no mode),
+    MemoryError, or the `tls` module's errors (a certificate or key it
+    cannot load)."""
 
     def __init__(self, psk=True, cert=None, bufsize=1152):
         if not psk and cert is None:
@@ -245,9 +240,7 @@ class Contexts:
         # Plaintext lands here (recv_into): no block of a request's size is
         # needed per datagram on a fragmented heap.
         self.buf = bytearray(bufsize + 1)
-        # (The receive reserve is taken when serving starts: until then its
-        # room serves the state restore, whose read buffer is as large.)
-        self.reserve = None
+        self.reserve = bytearray(bufsize + 64)
 
 
 class DtlsServer:
@@ -270,8 +263,7 @@ class DtlsServer:
         self.cert_ctx = contexts.cert
         self.bufsize = contexts.bufsize
         self.buf = contexts.buf
-        self._reserve = contexts.reserve
-        contexts.reserve = None
+        self.reserve = contexts.reserve  # taken by serve()
         self.admit = admit
         self.on_failure = on_failure
         self.session_ok = session_ok
@@ -537,8 +529,8 @@ class DtlsServer:
         sweeper = asyncio.create_task(self._sweep())
         n = self.bufsize + 64  # a record's header and MAC on top of a request
         sink = bytearray(1)
-        reserve = self._reserve  # made at boot with the contexts
-        self._reserve = None
+        reserve = self.reserve  # made at boot with the contexts
+        self.reserve = None
         if reserve is None:
             gc.collect()
             reserve = _take(n)

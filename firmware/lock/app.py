@@ -79,7 +79,9 @@ class LockApp:
         closed: no stored token, exi tokens blocked until the AS gives
         floors, every revocation still readable kept; and it is logged."""
         self.statefile.remove_stale()
-        st, status = self.statefile.load()
+        # The DTLS receive reserve, made first at boot and idle until serving
+        # starts, takes the read: no second block of its size is needed.
+        st, status = self.statefile.load(self.dtls.reserve if self.dtls is not None else None)
         if status == state.MISSING and self.log.boot > 1:
             status = state.DAMAGED
         issuers = [k.issuer for k in self.cfg.as_keys]
@@ -101,11 +103,11 @@ class LockApp:
                 # Not the token's fault: it stays in the file for the next
                 # boot (nothing is saved over the file this boot) and is
                 # not served now.
-                tok = None
                 gc.collect()
                 self.statefile.unread = True
+        shown = "not all read (no heap), kept for the next boot" if self.statefile.unread else status
         self.say("state: %s; %d stored token(s) restored, %d dropped, %d revocation(s)%s" % (
-            "not all read (no heap), kept for the next boot" if self.statefile.unread else status, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
+            shown, kept, len(raws) - kept, len(self.verifier.revoked_hashes) + len(self.verifier.revoked_ctis),
             ", exi tokens blocked until the AS gives floors" if self.verifier.exi.blocked else ""))
         if status == state.DAMAGED:
             self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "state"), "local")
@@ -188,21 +190,17 @@ class LockApp:
             on_failure=self.handshake_failed, session_ok=self.session_ok)
         return self.dtls
 
-    async def run(self, endpoints, cert=None):
-        """endpoints: list of (socket, transport name) the board opened;
-        `cert`: (certificate DER, private key DER) for CoAPS certificate
-        mode (config.credentials), or None; not needed when the CoAPS
-        server was built by the constructor."""
+    async def run(self, endpoints):
+        """endpoints: list of (socket, transport name) the board opened; a
+        "coaps" one is served by the CoAPS server built by the constructor
+        (`coaps`). Raises ValueError for a "coaps" endpoint without it."""
         from coap import udp
         tasks = [asyncio.create_task(self._relock())]
         for sock, transport in endpoints:
             if transport == "coaps":
-                srv = self.dtls
-                if srv is None or srv.sock is not sock:
-                    from coap.dtls import Contexts
-                    srv = self._dtls(sock, Contexts(bool(self.cfg.as_lock_key), cert))
-                cert = None  # loaded into the context: the bytes can go
-                tasks.append(asyncio.create_task(srv.serve()))
+                if self.dtls is None or self.dtls.sock is not sock:
+                    raise ValueError("a CoAPS endpoint needs LockApp(coaps=...)")
+                tasks.append(asyncio.create_task(self.dtls.serve()))
             else:
                 tasks.append(asyncio.create_task(udp.serve(sock, self.server, transport)))
         await asyncio.gather(*tasks)

@@ -6,14 +6,14 @@ from coap import udp
 from lock import config
 
 
-def open_all(cfg, bundle, say, coap_port=None):
+def open_all(cfg, say, coap_port=None):
     """Bind the configured UDP endpoints; returns [(socket, transport)]
     for LockApp.run ("coap": plain CoAP, every resource when `coap.enabled`
     (development only), else /authz-info only (RFC 9202 sec. 3.3.1);
-    "coaps": DTLS 1.2). The certificate-mode files are checked here, so a
-    bad bundle stops the start: raises config.ConfigError. A port that
-    cannot be bound is fatal (udp.bound)."""
-    cert = cfg.coaps_enabled and config.credentials(cfg, bundle) is not None
+    "coaps": DTLS 1.2). Raises config.ConfigError (CoAPS with no mode);
+    the certificate-mode files are read and checked once, by coaps(). A
+    port that cannot be bound is fatal (udp.bound)."""
+    cert = cfg.lock_cert or cfg.lock_key  # named: coaps() reads them
     out = []
     if cfg.coap_enabled or cfg.coap_authz_info:
         port = coap_port or cfg.coap_port

@@ -88,12 +88,12 @@ class _Writer:
         self.n = 0
 
 
-def _items(f):
+def _items(f, scratch=None):
     """(item, crc of the bytes before it) for each CBOR item of the file, then
     (None, crc) at the end. Raises ValueError on an item that is ill-formed
     or larger than the read buffer."""
-    buf = bytearray(_READ)
-    mv = memoryview(buf)
+    buf = scratch if scratch is not None and len(scratch) >= _READ else bytearray(_READ)
+    mv = memoryview(buf)[:_READ]
     n = 0
     crc = 0
     eof = False
@@ -187,10 +187,13 @@ class StateFile:
         self.path = path
         self.unread = False  # the last load ran out of heap: the file is kept, never saved over
 
-    def load(self):
+    def load(self, scratch=None):
         """(State, status): status OK, MISSING (no file: an empty State) or
         DAMAGED (the State holds only the revocations read before the
-        damage; the file is kept aside as PATH.bad)."""
+        damage; the file is kept aside as PATH.bad). `scratch`: a bytearray
+        of at least _READ bytes, idle until this returns, to read into
+        instead of allocating one (a block that size may be missing on a
+        fragmented heap at boot)."""
         try:
             f = open(self.path, "rb")
         except OSError:
@@ -203,7 +206,7 @@ class StateFile:
                 if first and first[0] >> 5 == 5:   # a map: version 1 or 2
                     return self._load_map(f.read()), OK
                 header = done = False
-                for item, crc in _items(f):
+                for item, crc in _items(f, scratch):
                     if done:
                         if item is not None:
                             raise ValueError("bytes after the CRC")
