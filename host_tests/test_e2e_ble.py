@@ -399,7 +399,11 @@ def test_twenty_unlocks_with_coaps_on(tmp_path):
         out = []
         for i in range(20):
             j = 1 if i % 3 == 2 else 0
-            r = run(attempt(s, toks[j], keys[j], id_only=i > 2 and i % 2 == 1, mtu=247 if i % 4 == 3 else None))
+            try:
+                r = run(attempt(s, toks[j], keys[j], id_only=i > 2 and i % 2 == 1,
+                                mtu=247 if i % 4 == 3 else None))
+            except ble.BleError as e:
+                raise AssertionError("attempt %d: %s\n%s" % (i, e, s.output()))
             out.append(r.describe())
         assert out == [out[0]] * 20 and out[0].startswith("granted"), "%s\n%s" % (out, s.output())
         assert not [l for l in s.lines if "no_memory" in l or "MemoryError" in l], s.output()

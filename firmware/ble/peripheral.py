@@ -69,7 +69,7 @@ class Peripheral:
     line. Times in ms. `start()` raises OSError when the radio (the HCI
     controller) cannot be brought up."""
 
-    def __init__(self, access, device_id, say=print, stall_ms=5000, idle_ms=5000, conn_ms=30000):
+    def __init__(self, access, device_id, say=print, stall_ms=5000, idle_ms=10000, conn_ms=30000):
         self.access = access
         self.name = device_id.encode()
         self.say = say
@@ -224,6 +224,7 @@ class Peripheral:
             left = self.conn_ms - time.ticks_diff(now, t0)
             quiet = time.ticks_diff(now, self.last_ms)
             if left <= 0:
+                self.say("BLE: connection time limit, hanging up (%s)" % peer.decode())
                 return
             if self.reasm.active:
                 if quiet >= self.stall_ms:
@@ -234,7 +235,9 @@ class Peripheral:
                 wait = self.stall_ms - quiet
             else:
                 if quiet >= self.idle_ms:
-                    return  # idle: make way for the next phone
+                    # Idle: make way for the next phone.
+                    self.say("BLE: idle, hanging up (%s)" % peer.decode())
+                    return
                 wait = self.idle_ms - quiet
             await self._wait(min(wait, left))
 

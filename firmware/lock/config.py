@@ -93,7 +93,7 @@ class Config:
         # PROFILE sec. 5: a stalled transfer is discarded after 5 s; a phone
         # idle that long, or connected for conn_s, makes way for the next.
         self.ble_stall_ms = int(ble.get("stall_s", 5)) * 1000
-        self.ble_idle_ms = int(ble.get("idle_s", 5)) * 1000
+        self.ble_idle_ms = int(ble.get("idle_s", 10)) * 1000
         self.ble_conn_ms = int(ble.get("conn_s", 30)) * 1000
         self.uplink = d.get("uplink", {})
         self.relock_ms = int(d.get("relock_ms", 5000))
