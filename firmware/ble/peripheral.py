@@ -121,11 +121,14 @@ class Peripheral:
             conn, attr = data
             if conn != self.conn or attr != self.h_request or self.pending != frag.MORE:
                 return
+            started = self.reasm.active
             r = self.reasm.feed(self.ble.gatts_read(attr))
             self.last_ms = time.ticks_ms()
             if r != frag.MORE:
                 self.pending = r
                 self.flag.set()
+            elif not started:
+                self.flag.set()  # a message began: the task's timer is now stall_ms
         elif event == _IRQ_CENTRAL_CONNECT:
             if self.conn is None:
                 self.conn = data[0]
