@@ -46,12 +46,13 @@ def _check_format(req, allowed):
 class Binding:
     """Shared by the resources of one lock: the authorizer and its hints."""
 
-    def __init__(self, authz, actuator, log, as_uri, device_id):
+    def __init__(self, authz, actuator, log, as_uri, device_id, on_rebind=None):
         self.authz = authz
         self.actuator = actuator
         self.log = log
         self.as_uri = as_uri
         self.device_id = device_id
+        self.on_rebind = on_rebind  # (record, transport, peer) -> Decision; raises OSError
 
     def hints(self, peer):
         # RFC 9200 5.3: AS Request Creation Hints; the cnonce is the PoP
@@ -140,7 +141,28 @@ class Protected:
             return self._log(req)
         if action == "revoke":
             return self._revoke(req)
+        if action == "rebind":
+            return self._rebind(req, ex)
         return Response(m.NOT_IMPLEMENTED)
+
+    def _rebind(self, req, ex):
+        # PROFILE sec. 7: the new AS (lock.rebind); 2.04 only once the
+        # record is durable, 4.00 with the field that is wrong.
+        from lock import rebind
+        bad = _check_format(req, (CF_CBOR,))
+        if bad:
+            return bad
+        if self.b.on_rebind is None:
+            return Response(m.NOT_IMPLEMENTED)
+        try:
+            rec = rebind.parse(bytes(req.payload))
+        except rebind.RebindError as e:
+            return Response(m.BAD_REQUEST, str(e).encode())
+        try:
+            self.b.on_rebind(rec, ex.transport, _peer_id(ex))
+        except OSError as e:
+            return Response(reasons.coap_code(reasons.STATE_FAILURE), str(e).encode())
+        return Response(m.CHANGED)
 
     def _log(self, req):
         after = 0

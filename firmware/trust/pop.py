@@ -121,6 +121,13 @@ class NonceTable:
         if e is not None:
             e[1] = True
 
+    def forget_all(self):
+        """Every nonce issued so far counts as spent (the lock moved to
+        another AS: PROFILE sec. 7). Nonces are ordered by issue time and
+        sequence number, so one floor covers them all."""
+        self._floor = self.now_ms().to_bytes(5, "big") + self._seq.to_bytes(3, "big")
+        self._spent = {}
+
     def __len__(self):
         """Spent nonces still remembered."""
         return len(self._spent)
