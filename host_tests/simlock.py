@@ -68,8 +68,9 @@ class SimLock:
         if start:
             self.start()
 
-    def start(self, timeout=20):
-        cmd = sim_command(self.bundle, self.flash, heapsize=self.heapsize)
+    def start(self, timeout=20, presence=False):
+        """`presence`: the pairing button held at boot (main.py --presence)."""
+        cmd = sim_command(self.bundle, self.flash, ("--presence",) if presence else (), heapsize=self.heapsize)
         self.lines = []
         env = sim_env()
         if self.mpypath:
