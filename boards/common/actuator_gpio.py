@@ -1,39 +1,40 @@
-"""ESP32 actuator: a relay on a GPIO and an optional bolt-position switch.
+"""Board actuator: the relay on a GPIO, an optional bolt-position switch and
+the extra output channels, as board.json describes them (boards/common/board.py).
 
-Fail-secure wiring: the relay de-energized keeps the bolt thrown, so a
+Fail-secure wiring: the relay de-energised keeps the bolt thrown, so a
 reset, a brown-out or a crash leaves the door locked. The bolt switch is
 read back after each move; disagreement latches a fault.
 """
-import machine
+import time
 
 from lock.actuator import Actuator
 
 
 class GpioActuator(Actuator):
-    def __init__(self, now_ms, relock_ms, relay_pin, active_high=True, bolt_pin=None,
-                 outputs=None, on_event=None):
-        self._on = 1 if active_high else 0
-        self._relay = machine.Pin(relay_pin, machine.Pin.OUT, value=1 - self._on)
-        self._bolt = machine.Pin(bolt_pin, machine.Pin.IN, machine.Pin.PULL_UP) if bolt_pin is not None else None
+    def __init__(self, now_ms, relock_ms, board, on_event=None):
+        # board.relay was driven de-energised by board.start(), before
+        # anything else ran; Actuator.__init__ drives it locked once more.
+        self._board = board
+        self._relay = board.relay
+        self._on = board.relay_spec.on
         self._outputs = {}
-        for name, pin in (outputs or {}).items():
-            self._outputs[name] = machine.Pin(pin, machine.Pin.OUT, value=0)
+        for name, spec in board.outputs.items():
+            self._outputs[name] = (spec.output(False), spec.on)
         Actuator.__init__(self, now_ms, relock_ms, on_event)
 
     def _drive(self, locked):
         self._relay.value(1 - self._on if locked else self._on)
 
     def _sense(self):
-        if self._bolt is None:
-            return None
-        # Switch closes to GND when the bolt is thrown: 0 means locked.
-        return self._bolt.value() == 0
+        return self._board.bolt_locked()
 
     def _pulse(self, channel, ms):
-        import time
-        pin = self._outputs.get(channel)
-        if pin is None:
+        out = self._outputs.get(channel)
+        if out is None:
             raise ValueError("no output for channel %s" % channel)
-        pin.value(1)
-        time.sleep_ms(ms)
-        pin.value(0)
+        pin, on = out
+        pin.value(on)
+        try:
+            time.sleep_ms(ms)
+        finally:
+            pin.value(1 - on)

@@ -1,8 +1,12 @@
 """Unix-port stand-in for the ESP32 `machine` module (tests only): Pin with
-the documented constructor, constants and value() semantics; every write
-is recorded so tests can read what the board would have driven."""
+the documented constructor, constants and value() semantics, WDT(timeout=)
+with feed(), reset(); every pin write and every WDT call is recorded in
+LOG so tests can read what the board would have done, in order."""
+import time
+
 LOG = []
 _LEVELS = {}
+_SCRIPTS = {}
 
 
 class Pin:
@@ -27,6 +31,9 @@ class Pin:
 
     def value(self, v=None):
         if v is None:
+            s = _SCRIPTS.get(self.id)
+            if s:
+                _LEVELS[self.id] = s.pop(0)
             return _LEVELS.get(self.id, 0)
         v = 1 if v else 0
         _LEVELS[self.id] = v
@@ -37,10 +44,40 @@ class Pin:
         return self.value(v)
 
 
+class WDT:
+    """`feeds` holds the ticks_ms of every feed; STOP_AFTER_MS (tests): the
+    first feed that long after the WDT started raises SystemExit, which
+    ends asyncio.run (it is not an Exception)."""
+    STOP_AFTER_MS = None
+    instances = []
+
+    def __init__(self, id=0, timeout=5000):
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        self.timeout = timeout
+        self.t0 = time.ticks_ms()
+        self.feeds = []
+        WDT.instances.append(self)
+        LOG.append(("WDT", timeout))
+
+    def feed(self):
+        now = time.ticks_ms()
+        self.feeds.append(now)
+        if WDT.STOP_AFTER_MS is not None and time.ticks_diff(now, self.t0) >= WDT.STOP_AFTER_MS:
+            raise SystemExit("stand-in WDT: stop")
+
+
 def set_input(pin_id, level):
     """Test hook: what an external switch does to an input pin."""
     _LEVELS[pin_id] = level
 
 
+def script_input(pin_id, levels):
+    """Test hook: the levels the next reads of an input return, in order
+    (then the last one stays)."""
+    _SCRIPTS[pin_id] = list(levels)
+
+
 def reset():
+    LOG.append(("reset",))
     raise SystemExit("machine.reset()")
