@@ -1,0 +1,194 @@
+"""The revocation list on flash (PROFILE sec. 6 and 7): every token id and
+cti the lock holds revoked beyond the few kept in RAM, for a token
+revocation list of thousands of entries on a 56 KiB heap.
+
+The verifier keeps new revocations in two small RAM sets (saved in the state
+file); when they would overflow, they are merged into this list, a sorted
+file of 32-byte entries: a token id as it is, a cti as SHA-256("cti" || cti),
+so both kinds share one order and one lookup. A lookup is a binary search
+with 32-byte reads into one preallocated buffer: log2(n) reads, no
+allocation, whatever the list's length.
+
+File format (`trl.bin`), replaced atomically (a temporary file, then a
+rename, which littlefs commits atomically):
+
+    b"TRL1", count (uint32 BE), CRC-32 of the entries (uint32 BE), 4 zero bytes
+    count entries of 32 bytes, sorted, no duplicates
+
+A file that does not check (header, length or CRC) is `damaged`: the lock
+keeps using what it can read, fails closed on its stored tokens and
+fetches the AS's whole list again (lock/app.py).
+"""
+import hashlib
+import os
+import struct
+from binascii import crc32
+
+from micropython import const
+
+_MAGIC = b"TRL1"
+_HEADER = const(16)
+ENTRY = const(32)
+_RUN = const(8)   # entries read or written at a time while merging
+
+
+class ListFull(Exception):
+    """The list would hold more than its capacity: nothing was changed."""
+
+
+def cti_entry(cti):
+    """The entry of a cti (1-64 bytes): SHA-256("cti" || cti)."""
+    h = hashlib.sha256(b"cti")
+    h.update(cti)
+    return h.digest()
+
+
+class RevocationList:
+    def __init__(self, path, capacity=4096):
+        """The list at `path` (read at once; an absent file is an empty list).
+        `capacity`: entries at most (32 bytes of flash each)."""
+        self.path = path
+        self.capacity = capacity
+        self.count = 0
+        self.damaged = False
+        self._buf = bytearray(ENTRY)
+        self._f = None
+        self._open()
+
+    def _open(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.count = 0
+        try:
+            f = open(self.path, "rb")
+        except OSError:
+            return
+        head = f.read(_HEADER)
+        if len(head) != _HEADER or head[:4] != _MAGIC:
+            f.close()
+            self.damaged = True
+            return
+        count, crc = struct.unpack(">II", head[4:12])
+        size = f.seek(0, 2)
+        # What is there is used even when the CRC fails: revocations read
+        # from a damaged list still protect (PROFILE sec. 6).
+        self.count = min(count, (size - _HEADER) // ENTRY)
+        self._f = f
+        if self.count != count or self._crc(self.count) != crc:
+            self.damaged = True
+
+    def _crc(self, n):
+        f = self._f
+        f.seek(_HEADER)
+        crc = 0
+        buf = bytearray(ENTRY * _RUN)
+        mv = memoryview(buf)
+        left = n * ENTRY
+        while left:
+            k = f.readinto(mv[:min(left, len(buf))])
+            if not k:
+                break
+            crc = crc32(mv[:k], crc)
+            left -= k
+        return crc
+
+    def __len__(self):
+        return self.count
+
+    def _at(self, i):
+        f = self._f
+        f.seek(_HEADER + i * ENTRY)
+        f.readinto(self._buf)
+        return self._buf
+
+    def contains(self, entry):
+        """Is `entry` (32 bytes: a token id, or cti_entry(cti)) listed?
+        Binary search on flash: log2(len) reads of 32 bytes."""
+        lo, hi = 0, self.count
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            e = self._at(mid)
+            if e == entry:
+                return True
+            if e < entry:
+                lo = mid + 1
+            else:
+                hi = mid
+        return False
+
+    def add(self, entries):
+        """Merge `entries` (32-byte bytes) into the list: all or none.
+        Raises ListFull, or OSError (the old list is then in place).
+        Returns how many were new."""
+        new = sorted(set(bytes(e) for e in entries if not self.contains(e)))
+        for e in new:
+            if len(e) != ENTRY:
+                raise ValueError("a revocation list entry is 32 bytes")
+        if not new:
+            return 0
+        if self.count + len(new) > self.capacity:
+            raise ListFull("%d entries at most" % self.capacity)
+        tmp = self.path + ".tmp"
+        n = self.count + len(new)
+        try:
+            with open(tmp, "wb") as out:
+                out.write(bytes(_HEADER))
+                crc = 0
+                run = bytearray(ENTRY * _RUN)
+                used = 0
+                j = 0
+                old = self.count
+                i = 0
+                cur = bytearray(ENTRY)
+                while i < old or j < len(new):
+                    if i < old:
+                        cur[:] = self._at(i)
+                    if j < len(new) and (i >= old or new[j] < cur):
+                        run[used:used + ENTRY] = new[j]
+                        j += 1
+                    else:
+                        run[used:used + ENTRY] = cur
+                        i += 1
+                    used += ENTRY
+                    if used == len(run):
+                        out.write(run)
+                        crc = crc32(run, crc)
+                        used = 0
+                if used:
+                    out.write(memoryview(run)[:used])
+                    crc = crc32(memoryview(run)[:used], crc)
+                out.seek(0)
+                out.write(_MAGIC + struct.pack(">II", n, crc) + bytes(4))
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+            os.rename(tmp, self.path)
+        except OSError:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            self._open()
+            raise
+        self.damaged = False
+        self._open()
+        return len(new)
+
+    def clear(self):
+        """Forget the list (the lock moved to another AS). Raises OSError."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        try:
+            os.remove(self.path)
+        except OSError as e:
+            if not (e.args and e.args[0] == 2):
+                raise
+        self.count = 0
+        self.damaged = False
+
+    def close(self):
+        if self._f is not None:
+            self._f.close()
+            self._f = None

@@ -1,0 +1,144 @@
+"""The revocation list on flash (lock.revlist): merges keep it sorted and
+free of duplicates, lookups find exactly what was added, capacity is all
+or none, damage is detected with what can be read still used, a failed
+write leaves the old list. Under CPython on a temp directory; under
+MicroPython on littlefs (VfsLfs2) over a RAM block device, as on the board."""
+import hashlib
+import os
+import struct
+import sys
+
+from mpunit import raises
+from lock import revlist
+
+_MP = sys.implementation.name == "micropython"
+_st = {"n": 0, "mount": None, "tmp": None}
+
+
+def _path():
+    _st["n"] += 1
+    if _MP:
+        import vfs
+        import blockdev
+        if _st["mount"] is None:
+            bd = blockdev.RAMBlockDev(blocks=200)
+            vfs.VfsLfs2.mkfs(bd, **blockdev.LFS_OPTIONS)
+            vfs.mount(vfs.VfsLfs2(bd, **blockdev.LFS_OPTIONS), "/rl")
+            _st["mount"] = "/rl"
+        return "/rl/trl%d.bin" % _st["n"]
+    if _st["tmp"] is None:
+        import atexit
+        import shutil
+        import tempfile
+        _st["tmp"] = tempfile.mkdtemp(prefix="trl")
+        atexit.register(shutil.rmtree, _st["tmp"], True)
+    return "%s/trl%d.bin" % (_st["tmp"], _st["n"])
+
+
+def _ids(seed, n):
+    return [hashlib.sha256(b"%d-%d" % (seed, i)).digest() for i in range(n)]
+
+
+def _entries(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = struct.unpack(">I", raw[4:8])[0]
+    return [raw[16 + 32 * i:48 + 32 * i] for i in range(n)]
+
+
+def test_empty_list():
+    rl = revlist.RevocationList(_path())
+    assert len(rl) == 0 and not rl.damaged
+    assert not rl.contains(bytes(32))
+
+
+def test_merges_stay_sorted_and_unique():
+    p = _path()
+    rl = revlist.RevocationList(p)
+    a, b = _ids(1, 40), _ids(2, 25)
+    assert rl.add(a) == 40
+    assert rl.add(b + a[:5]) == 25     # known ids are not new
+    assert rl.add(a[:3]) == 0
+    es = _entries(p)
+    assert es == sorted(a + b) and len(rl) == 65
+    for x in a + b:
+        assert rl.contains(x)
+    for x in _ids(3, 30):
+        assert not rl.contains(x)
+    rl.close()
+    again = revlist.RevocationList(p)
+    assert len(again) == 65 and not again.damaged
+    assert all(again.contains(x) for x in b)
+
+
+def test_ctis_share_the_list():
+    rl = revlist.RevocationList(_path())
+    rl.add([revlist.cti_entry(b"cti-1")])
+    assert rl.contains(revlist.cti_entry(b"cti-1"))
+    assert not rl.contains(revlist.cti_entry(b"cti-2"))
+    assert revlist.cti_entry(b"x") != hashlib.sha256(b"x").digest()
+
+
+def test_capacity_is_all_or_none():
+    p = _path()
+    rl = revlist.RevocationList(p, capacity=50)
+    rl.add(_ids(4, 45))
+    raises(revlist.ListFull, rl.add, _ids(5, 6))
+    assert len(rl) == 45 and not rl.contains(_ids(5, 6)[0])
+    assert rl.add(_ids(5, 5)) == 5
+
+
+def test_wrong_entry_size_refused():
+    rl = revlist.RevocationList(_path())
+    raises(ValueError, rl.add, [b"short"])
+    assert len(rl) == 0
+
+
+def _damage(p, pos, value=None):
+    with open(p, "rb") as f:
+        raw = bytearray(f.read())
+    if value is None:
+        raw[pos] ^= 1
+    else:
+        raw = raw[:pos]
+    with open(p, "wb") as f:
+        f.write(raw)
+
+
+def test_damage_is_detected_and_what_is_readable_kept():
+    p = _path()
+    ids = _ids(6, 20)
+    rl = revlist.RevocationList(p)
+    rl.add(ids)
+    rl.close()
+    _damage(p, 16 + 32 * 19 + 3)          # the last entry: CRC fails
+    d = revlist.RevocationList(p)
+    assert d.damaged and len(d) == 20
+    assert sum(1 for x in ids if d.contains(x)) >= 18
+    d.close()
+    _damage(p, 16 + 32 * 10, "truncate")  # half the entries gone
+    d = revlist.RevocationList(p)
+    assert d.damaged and len(d) == 10
+    d.close()
+    _damage(p, 0)                          # the magic
+    d = revlist.RevocationList(p)
+    assert d.damaged and len(d) == 0
+    # A merge writes a good list again.
+    d.add(ids[:2])
+    assert not d.damaged and len(d) == 2
+
+
+def test_clear():
+    p = _path()
+    rl = revlist.RevocationList(p)
+    rl.add(_ids(7, 3))
+    rl.clear()
+    assert len(rl) == 0 and not rl.contains(_ids(7, 3)[0])
+    rl.add(_ids(7, 1))
+    assert len(rl) == 1
+    raised = False
+    try:
+        os.stat(p + ".tmp")
+    except OSError:
+        raised = True
+    assert raised
