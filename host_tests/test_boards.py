@@ -294,7 +294,8 @@ for root in ("/flash/lock", "/flash", %(posix)r, "/fat/lock", "/nothere"):
     print("ROOT", root, "->", b.storage_refusal())
 b.root = "/fat/lock"
 lockmain.main(%(path)r)
-print("WDT", len(machine.WDT.instances), "NET", network.LOG, "PINS", [e for e in machine.LOG if e[0] == b.relay_spec.pin])
+relay = [e for e in machine.LOG if e[0] == b.relay_spec.pin]
+print("WDT", len(machine.WDT.instances), "NET", network.LOG, "PINS", relay)
 """
 
 
@@ -407,11 +408,9 @@ def _free_udp_port():
     return port
 
 
-def test_main_serves_with_the_watchdog_fed_by_the_loop(tmp_path):
-    """lockmain.main() on the simulator: littlefs root, the pairing button
-    held (presence reported), Wi-Fi up at the first attempt, the endpoints
-    opened, the lock serving; the watchdog started after the refusals and
-    fed by the loop's task every wdt_timeout_ms / 4."""
+def _main_setup(tmp_path, creds=True, **over):
+    """A bundle (the default one on free ports, BLE off: no HCI controller
+    here), the Wi-Fi file if `creds`, board.json with the root on littlefs."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     src = os.path.join(BOARDS, "unix", "default_bundle")
@@ -420,16 +419,26 @@ def test_main_serves_with_the_watchdog_fed_by_the_loop(tmp_path):
             (bundle / f).write_bytes(open(os.path.join(src, f), "rb").read())
     cfg = json.loads((bundle / "lock.json").read_text())
     cfg["coap"]["port"], cfg["coaps"]["port"] = _free_udp_port(), _free_udp_port()
-    cfg["ble"] = {"enabled": False}  # no HCI controller here
+    cfg["ble"] = {"enabled": False}
     (bundle / "lock.json").write_text(json.dumps(cfg))
-    (tmp_path / "wifi.json").write_text(json.dumps({"ssid": "door-ap", "password": "pw"}))
-    d = _json("esp32")
-    path = _board_json(tmp_path, "esp32", wdt_timeout_ms=8000, presence_hold_ms=100)
+    if creds:
+        (tmp_path / "wifi.json").write_text(json.dumps({"ssid": "door-ap", "password": "pw"}))
+    path = _board_json(tmp_path, "esp32", **over)
     with open(path) as f:
         data = json.load(f)
     data["files"]["root"] = "/flash/lock"
     with open(path, "w") as f:
         json.dump(data, f)
+    return path
+
+
+def test_main_serves_with_the_watchdog_fed_by_the_loop(tmp_path):
+    """lockmain.main() on the simulator: littlefs root, the pairing button
+    held (presence reported), Wi-Fi up at the first attempt, the endpoints
+    opened, the lock serving; the watchdog started after the refusals and
+    fed by the loop's task every wdt_timeout_ms / 4."""
+    d = _json("esp32")
+    path = _main_setup(tmp_path, wdt_timeout_ms=8000, presence_hold_ms=100)
     r = _run(tmp_path, MAIN % {"img": str(tmp_path / "flash.img"), "stop": 4500, "path": path,
                                "button": d["pins"]["button"]["pin"], "pressed": 0,
                                "bolt": d["pins"]["bolt"]["pin"], "thrown": 0})
@@ -485,3 +494,37 @@ def test_presence_at_boot(tmp_path):
     assert res["NOT"].startswith("(False, ") and int(res["NOT"].strip("()").split(", ")[1]) < 50, out
     assert res["RELEASED"].startswith("(False, "), out
     assert res["KEPT"] == "True" and res["NOBUTTON"] == "False False", out
+
+
+NO_NET = r"""
+import machine, network, board, lockmain, blockdev
+blockdev.mount(%(img)r, "/flash")
+network.SUCCEED_ON = None
+try:
+    lockmain.main(%(path)r)
+    print("RETURNED")
+except SystemExit as e:
+    print("STOPPED", e)
+print("WDT", len(machine.WDT.instances), "CONNECTS", len([e for e in network.LOG if e[0] == "connect"]),
+      "LAST", machine.LOG[-1], "RELAY", [e for e in machine.LOG if e[0] == 26])
+"""
+
+
+@pytest.mark.parametrize("creds", [False, True])
+def test_main_without_a_transport(creds, tmp_path):
+    """BLE off and no Wi-Fi credentials: refused before the watchdog starts
+    (nothing could ever reach the lock). BLE off and Wi-Fi that never
+    connects: every attempt made, then a restart (machine.reset) after
+    backoff_max_ms, the watchdog fed meanwhile; the relay released throughout."""
+    figures = {"attempts": 3, "connect_timeout_ms": 20, "backoff_ms": 20, "backoff_max_ms": 50, "check_ms": 50}
+    path = _main_setup(tmp_path, creds=creds, wifi=figures)
+    r = _run(tmp_path, NO_NET % {"img": str(tmp_path / "flash.img"), "path": path})
+    out = r.stdout
+    if creds:
+        assert "no connection to door-ap after 3 attempts" in out, out + r.stderr
+        assert "no transport: Wi-Fi down and BLE off; restarting in 50 ms" in out, out
+        assert "STOPPED machine.reset()" in out, out
+        assert "WDT 1 CONNECTS 3 LAST ('reset',) RELAY [(26, 0), (26, 0)]" in out, out
+    else:
+        assert "REFUSED: no transport: no Wi-Fi credentials in" in out, out + r.stderr
+        assert "RETURNED" in out and "WDT 0 CONNECTS 0 LAST (2, 0) RELAY [(26, 0)]" in out, out
