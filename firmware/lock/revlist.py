@@ -19,28 +19,18 @@ A file that does not check (header, length or CRC) is `damaged`: the lock
 keeps using what it can read, fails closed on its stored tokens and
 fetches the AS's whole list again (lock/app.py).
 """
-import hashlib
 import os
 import struct
 from binascii import crc32
 
 from micropython import const
 
+from trust.reasons import REVOCATIONS_FULL, Refused
+
 _MAGIC = b"TRL1"
 _HEADER = const(16)
 ENTRY = const(32)
 _RUN = const(8)   # entries read or written at a time while merging
-
-
-class ListFull(Exception):
-    """The list would hold more than its capacity: nothing was changed."""
-
-
-def cti_entry(cti):
-    """The entry of a cti (1-64 bytes): SHA-256("cti" || cti)."""
-    h = hashlib.sha256(b"cti")
-    h.update(cti)
-    return h.digest()
 
 
 class RevocationList:
@@ -119,7 +109,8 @@ class RevocationList:
 
     def add(self, entries):
         """Merge `entries` (32-byte bytes) into the list: all or none.
-        Raises ListFull, or OSError (the old list is then in place).
+        Raises Refused(REVOCATIONS_FULL) beyond the capacity, or OSError
+        (the old list is then in place).
         Returns how many were new."""
         new = sorted(set(bytes(e) for e in entries if not self.contains(e)))
         for e in new:
@@ -128,7 +119,7 @@ class RevocationList:
         if not new:
             return 0
         if self.count + len(new) > self.capacity:
-            raise ListFull("%d entries at most" % self.capacity)
+            raise Refused(REVOCATIONS_FULL, "%d entries at most on flash" % self.capacity)
         tmp = self.path + ".tmp"
         n = self.count + len(new)
         try:

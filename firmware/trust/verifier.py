@@ -9,7 +9,15 @@ passes the wall time (None when unsynced), the boot counter and uptime.
 import hashlib
 
 from trust import cose, cwt
-from trust.reasons import BEARER_NOT_ALLOWED, REVOCATIONS_FULL, REVOKED, UNKNOWN_KEY, Refused
+from trust.reasons import BEARER_NOT_ALLOWED, REVOCATIONS_FULL, REVOKED, STATE_FAILURE, UNKNOWN_KEY, Refused
+
+
+def cti_entry(cti):
+    """How a cti (1-64 bytes) is named on the flash revocation list
+    (lock.revlist), beside token ids: SHA-256("cti" || cti), 32 bytes."""
+    h = hashlib.sha256(b"cti")
+    h.update(cti)
+    return h.digest()
 
 
 class TrustedKey:
@@ -70,6 +78,9 @@ class Verifier:
         self.revoked_hashes = set()
         self.revoked_ctis = set()
         self.max_revocations = max_revocations
+        # The long list on flash (lock.revlist.RevocationList: contains(),
+        # add(), ListFull), or None: the RAM sets spill into it when full.
+        self.trl = None
         self.exi = cwt.ExiTable(exi_window)
 
     def is_revoked(self, digest, cti):
@@ -77,7 +88,18 @@ class Verifier:
         # they are public identifiers, so no constant-time scan is needed.
         if digest in self.revoked_hashes:
             return True
-        return cti is not None and cti in self.revoked_ctis
+        if cti is not None and cti in self.revoked_ctis:
+            return True
+        return self._listed(digest, cti)
+
+    def _listed(self, digest, cti):
+        # The flash list: a token id (digest) and a cti (None: not asked).
+        trl = self.trl
+        if trl is None or not len(trl):
+            return False
+        if digest is not None and trl.contains(digest):
+            return True
+        return cti is not None and trl.contains(cti_entry(cti))
 
     def add_revocations(self, ids=(), ctis=()):
         """Revoke token ids (32 bytes) and ctis, all or none: raises
@@ -87,11 +109,27 @@ class Verifier:
         ids = set(bytes(h) for h in ids) - self.revoked_hashes
         ctis = set(bytes(c) for c in ctis) - self.revoked_ctis
         if len(self.revoked_hashes) + len(self.revoked_ctis) + len(ids) + len(ctis) > self.max_revocations:
-            raise Refused(REVOCATIONS_FULL, "%d entries at most" % self.max_revocations)
+            if self.trl is None:
+                raise Refused(REVOCATIONS_FULL, "%d entries at most" % self.max_revocations)
+            self._spill(ids, ctis)
+            return
         for h in ids:
             self.revoked_hashes.add(h)
         for c in ctis:
             self.revoked_ctis.add(c)
+
+    def _spill(self, ids, ctis):
+        # The RAM sets and the new entries go to the flash list together
+        # (all or none; a full list raises Refused(REVOCATIONS_FULL)); the
+        # sets are emptied only once it holds them.
+        entries = list(self.revoked_hashes) + list(ids)
+        entries += [cti_entry(c) for c in self.revoked_ctis] + [cti_entry(c) for c in ctis]
+        try:
+            self.trl.add(entries)
+        except OSError as e:
+            raise Refused(STATE_FAILURE, "revocation list not written: %s" % e)
+        self.revoked_hashes = set()
+        self.revoked_ctis = set()
 
     def verify(self, raw, now_s=None, boot=0, uptime_s=0, check_exi=True, sign1=None):
         """A Token, or Refused. `sign1`: raw already parsed (cose.parse_sign1),
@@ -99,12 +137,12 @@ class Verifier:
         raw = bytes(raw)
         s = sign1 or cose.parse_sign1(raw)
         digest = token_id(s)
-        if digest in self.revoked_hashes:
+        if digest in self.revoked_hashes or self._listed(digest, None):
             raise Refused(REVOKED, "token id")
         key = cose.select_key(self.keys, s.kid)
         cose.verify_sign1(s, key.pub)
         c = cwt.parse(s.payload, self.psk_unwrap_key)
-        if c.cti is not None and c.cti in self.revoked_ctis:
+        if c.cti is not None and (c.cti in self.revoked_ctis or self._listed(None, c.cti)):
             raise Refused(REVOKED, "cti")
         cwt.check(c, key.issuer, self.device_id, now_s, self.skew_s)
         if c.cnf_kind is None and not self.allow_bearer:

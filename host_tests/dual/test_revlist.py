@@ -10,6 +10,8 @@ import sys
 
 from mpunit import raises
 from lock import revlist
+from trust.reasons import Refused
+from trust.verifier import cti_entry
 
 _MP = sys.implementation.name == "micropython"
 _st = {"n": 0, "mount": None, "tmp": None}
@@ -73,17 +75,17 @@ def test_merges_stay_sorted_and_unique():
 
 def test_ctis_share_the_list():
     rl = revlist.RevocationList(_path())
-    rl.add([revlist.cti_entry(b"cti-1")])
-    assert rl.contains(revlist.cti_entry(b"cti-1"))
-    assert not rl.contains(revlist.cti_entry(b"cti-2"))
-    assert revlist.cti_entry(b"x") != hashlib.sha256(b"x").digest()
+    rl.add([cti_entry(b"cti-1")])
+    assert rl.contains(cti_entry(b"cti-1"))
+    assert not rl.contains(cti_entry(b"cti-2"))
+    assert cti_entry(b"x") != hashlib.sha256(b"x").digest()
 
 
 def test_capacity_is_all_or_none():
     p = _path()
     rl = revlist.RevocationList(p, capacity=50)
     rl.add(_ids(4, 45))
-    raises(revlist.ListFull, rl.add, _ids(5, 6))
+    raises(Refused, rl.add, _ids(5, 6))
     assert len(rl) == 45 and not rl.contains(_ids(5, 6)[0])
     assert rl.add(_ids(5, 5)) == 5
 
@@ -142,3 +144,22 @@ def test_clear():
     except OSError:
         raised = True
     assert raised
+
+
+def test_verifier_spills_into_the_list():
+    from trust.verifier import Verifier
+    v = Verifier("lock-1", [], max_revocations=4)
+    ids = _ids(8, 6)
+    raises(Refused, v.add_revocations, ids)      # no flash list: the RAM sets are all there is
+    v.add_revocations(ids[:3], [b"cti-a"])
+    assert len(v.revoked_hashes) == 3
+    v.trl = revlist.RevocationList(_path(), capacity=8)
+    v.add_revocations(ids[3:], [b"cti-b"])         # 4 + 4 > 4: all go to flash
+    assert not v.revoked_hashes and not v.revoked_ctis and len(v.trl) == 8
+    for x in ids:
+        assert v.is_revoked(x, None)
+    assert v.is_revoked(bytes(32), b"cti-a") and v.is_revoked(bytes(32), b"cti-b")
+    assert not v.is_revoked(bytes(32), b"cti-c")
+    v.add_revocations(_ids(9, 1))                 # room in RAM again
+    raises(Refused, v.add_revocations, _ids(10, 4))  # 1 + 4 > 4, and 8 + 5 > 8 on flash
+    assert len(v.trl) == 8 and v.revoked_hashes == set(_ids(9, 1))
