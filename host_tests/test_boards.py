@@ -525,6 +525,7 @@ def test_main_without_a_transport(creds, tmp_path):
         assert "no transport: Wi-Fi down and BLE off; restarting in 50 ms" in out, out
         assert "STOPPED machine.reset()" in out, out
         assert "WDT 1 CONNECTS 3 LAST ('reset',) RELAY [(26, 0), (26, 0)]" in out, out
+        assert "state:" not in out, "restarted before the state restore"
     else:
-        assert "REFUSED: no transport: no Wi-Fi credentials in" in out, out + r.stderr
+        assert "REFUSED: no transport: BLE off and no Wi-Fi credentials in" in out, out + r.stderr
         assert "RETURNED" in out and "WDT 0 CONNECTS 0 LAST (2, 0) RELAY [(26, 0)]" in out, out

@@ -10,6 +10,28 @@ a bad main.py or a bad board.json leaves the door locked.
 Written against the documented MicroPython APIs: machine.Pin(id, mode,
 pull, value=), machine.WDT(timeout=), vfs.mount() (the mount table) and
 os.statvfs().
+
+board.json (every key required unless said; checked here, fail closed):
+
+  "board": name; "march": the mpy-cross architecture of the .mpy and the
+      frozen image (xtensawin, rv32imc; read by tools/build_mpy.py and
+      `lockctl deploy`); "idf_board": the port's BOARD for a frozen build;
+      "manifest": the frozen manifest, relative to the board's directory;
+      "description" (optional, free text)
+  "gpio": {"count": GPIOs 0..count-1, "input_only": [GPIOs with no output]}
+  "pins": {"relay", and optionally "bolt", "door", "led", "button", each
+      {"pin": n, "active": "high"|"low", "pull": "up"|"down"|null (inputs)},
+      and "outputs": {channel: entry} for the `pulse` resources}; "active"
+      is the level that means relay energised (bolt retracted), bolt
+      thrown, door closed, LED lit, button pressed; no GPIO twice
+  "presence_hold_ms": how long the pairing button must be held at boot
+      (presence_at_boot), 100..30000
+  "wdt_timeout_ms": machine.WDT timeout, 8000..120000 (fed every quarter)
+  "wifi": {"attempts", "connect_timeout_ms" (each attempt), "backoff_ms"
+      (first wait, doubling), "backoff_max_ms" (cap), "check_ms" (how often
+      the running lock checks its link)}
+  "files": {"root" (the lock's directory, on littlefs), "bundle" (lock.json
+      and its keys), "wifi" ({"ssid", "password"})}: absolute paths
 """
 import json
 import time

@@ -11,8 +11,8 @@ board.start(), which released the relay. The order matters:
    on: during the Wi-Fi retries, then by a task of the main loop;
 6. the actuator, Wi-Fi with retries and backoff, the endpoints, LockApp.
 
-A refusal at 1, 2 or 4 (or a board with neither Wi-Fi credentials nor
-BLE) prints why and returns to the REPL with the relay
+A refusal at 1, 2 or 4 (or a lock with no transport: BLE off and no
+Wi-Fi credentials or no CoAP endpoint) prints why and returns to the REPL with the relay
 released (locked) and no watchdog running, so the board can be repaired
 over USB; it does not start the lock.
 """
@@ -94,8 +94,10 @@ def main(path=None):
         creds = wlan.credentials(b.wifi)
     except (OSError, ValueError) as e:
         print("Wi-Fi off: %s: %s" % (b.wifi, e))
-    if creds is None and not cfg.ble_enabled:
-        refuse("no transport: no Wi-Fi credentials in %s and BLE off" % b.wifi)
+    coap_on = cfg.coaps_enabled or cfg.coap_enabled or cfg.coap_authz_info
+    if not cfg.ble_enabled and not (creds and coap_on):
+        refuse("no transport: BLE off and %s" % (
+            "no CoAP endpoint in lock.json" if creds else "no Wi-Fi credentials in %s" % b.wifi))
         return
     wdt = b.watchdog()
     feed = wdt.feed
@@ -114,6 +116,13 @@ def main(path=None):
     if creds:
         sta = wlan.station()
         up = wlan.connect(sta, creds[0], creds[1], b, print, feed)
+    if not up and not cfg.ble_enabled:
+        # Wi-Fi is the only transport and is down: start over after a wait
+        # (fed), as after a power cut: relay released, locked.
+        wait = b.wifi_backoff_max_ms
+        print("no transport: Wi-Fi down and BLE off; restarting in %d ms" % wait)
+        wlan.sleep(wait, feed)
+        machine.reset()
     endpoints = []
     if up:
         if cfg.clock == "ntp":
@@ -131,13 +140,6 @@ def main(path=None):
         # PROFILE sec. 5: the GATT peripheral on the port's NimBLE.
         from ble import peripheral
         asyncio.create_task(peripheral.run(app))
-    elif not endpoints:
-        # Wi-Fi is the only transport and is down: start over after a wait
-        # (fed), as after a power cut: relay released, locked.
-        wait = b.wifi_backoff_max_ms
-        print("no transport: Wi-Fi down and BLE off; restarting in %d ms" % wait)
-        wlan.sleep(wait, feed)
-        machine.reset()
     if sta is not None:
         # The sockets are opened only with a connection: a lock that came
         # up without one restarts when Wi-Fi returns, to open them.
