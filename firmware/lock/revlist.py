@@ -6,8 +6,10 @@ The verifier keeps new revocations in two small RAM sets (saved in the state
 file); when they would overflow, they are merged into this list, a sorted
 file of 32-byte entries: a token id as it is, a cti as SHA-256("cti" || cti),
 so both kinds share one order and one lookup. A lookup is a binary search
-with 32-byte reads into one preallocated buffer: log2(n) reads, no
-allocation, whatever the list's length.
+first over fences in RAM (the first 3 bytes of every 16th entry: 4 bytes
+of RAM per 16 ids), then one read of the stride of 16 entries that may hold it into one
+preallocated 512-byte buffer, searched in RAM: one read, no allocation,
+whatever the list's length.
 
 File format (`trl.bin`), replaced atomically (a temporary file, then a
 rename, which littlefs commits atomically):
@@ -21,8 +23,10 @@ fetches the AS's whole list again (lock/app.py).
 """
 import os
 import struct
+from array import array
 from binascii import crc32
 
+import micropython
 from micropython import const
 
 from trust.reasons import REVOCATIONS_FULL, Refused
@@ -31,6 +35,22 @@ _MAGIC = b"TRL1"
 _HEADER = const(16)
 ENTRY = const(32)
 _RUN = const(8)   # entries read or written at a time while merging
+_STRIDE = const(16)  # one fence in RAM per 16 entries on flash
+
+
+@micropython.native
+def _cmp(win, off, entry):
+    # win[off:off + 32] against entry, as bytes compare: <0, 0, >0; no heap.
+    for i in range(ENTRY):
+        d = win[off + i] - entry[i]
+        if d:
+            return d
+    return 0
+
+
+def _prefix(e):
+    # The first 3 bytes as an int: a small int on a 32-bit port (no heap).
+    return (e[0] << 16) | (e[1] << 8) | e[2]
 
 
 class RevocationList:
@@ -42,7 +62,9 @@ class RevocationList:
         self.count = 0
         self.damaged = False
         self._buf = bytearray(ENTRY)
+        self._win = bytearray(ENTRY * _STRIDE)  # one stride read by a lookup
         self._f = None
+        self._fence = array("I")
         self._open()
 
     def _open(self):
@@ -50,6 +72,7 @@ class RevocationList:
             self._f.close()
             self._f = None
         self.count = 0
+        self._fence = array("I")
         try:
             f = open(self.path, "rb")
         except OSError:
@@ -67,6 +90,10 @@ class RevocationList:
         self._f = f
         if self.count != count or self._crc(self.count) != crc:
             self.damaged = True
+        fence = array("I")
+        for i in range(0, self.count, _STRIDE):
+            fence.append(_prefix(self._at(i)))
+        self._fence = fence
 
     def _crc(self, n):
         f = self._f
@@ -92,19 +119,53 @@ class RevocationList:
         f.readinto(self._buf)
         return self._buf
 
+    @micropython.native
     def contains(self, entry):
         """Is `entry` (32 bytes: a token id, or cti_entry(cti)) listed?
-        Binary search on flash: log2(len) reads of 32 bytes."""
-        lo, hi = 0, self.count
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            e = self._at(mid)
-            if e == entry:
-                return True
-            if e < entry:
-                lo = mid + 1
+        Binary search over the fences in RAM, then in the stride (or the
+        few, when prefixes tie) whose fences allow it, read whole."""
+        if not self.count:
+            return False
+        p = _prefix(entry)
+        fence = self._fence
+        # Strides [a, b) may hold it: a is the last fence < p (or 0), b the
+        # first fence > p (prefixes may tie across fences).
+        a, hi = 0, len(fence)
+        while a < hi:
+            mid = (a + hi) >> 1
+            if fence[mid] < p:
+                a = mid + 1
             else:
                 hi = mid
+        b, hi = a, len(fence)
+        while b < hi:
+            mid = (b + hi) >> 1
+            if fence[mid] <= p:
+                b = mid + 1
+            else:
+                hi = mid
+        first = max(0, a - 1) * _STRIDE
+        end = min(self.count, b * _STRIDE)
+        while first < end:
+            # One read brings a whole stride; the search goes on in RAM.
+            n = min(end - first, _STRIDE)
+            f = self._f
+            f.seek(_HEADER + first * ENTRY)
+            win = self._win
+            got = f.readinto(memoryview(win)[:n * ENTRY]) // ENTRY
+            lo, hi = 0, got
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                c = _cmp(win, mid * ENTRY, entry)
+                if c == 0:
+                    return True
+                if c < 0:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if got < n:
+                return False
+            first += n
         return False
 
     def add(self, entries):
@@ -178,6 +239,7 @@ class RevocationList:
                 raise
         self.count = 0
         self.damaged = False
+        self._fence = array("I")
 
     def close(self):
         if self._f is not None:

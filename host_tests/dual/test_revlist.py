@@ -163,3 +163,18 @@ def test_verifier_spills_into_the_list():
     v.add_revocations(_ids(9, 1))                 # room in RAM again
     raises(Refused, v.add_revocations, _ids(10, 4))  # 1 + 4 > 4, and 8 + 5 > 8 on flash
     assert len(v.trl) == 8 and v.revoked_hashes == set(_ids(9, 1))
+
+
+def test_fences_with_tied_prefixes():
+    # 50 entries that share their first 3 bytes span several strides of 16
+    # (the RAM fences tie): every one is still found, and neighbours not.
+    same = [b"\x7f\x00\x01" + bytes([i]) + bytes(28) for i in range(0, 100, 2)]
+    rl = revlist.RevocationList(_path())
+    rl.add(same + _ids(11, 40) + [b"\x7f\x00\x00" + bytes(29), b"\x7f\x00\x02" + bytes(29)])
+    for x in same:
+        assert rl.contains(x)
+    for i in range(1, 100, 2):
+        assert not rl.contains(b"\x7f\x00\x01" + bytes([i]) + bytes(28))
+    assert rl.contains(b"\x7f\x00\x00" + bytes(29)) and rl.contains(b"\x7f\x00\x02" + bytes(29))
+    assert not rl.contains(b"\x7f\x00\x03" + bytes(29)) and not rl.contains(bytes(32))
+    assert not rl.contains(b"\xff" * 32)
