@@ -1,4 +1,4 @@
-"""lockctl as a user runs it: --help, provision, token, deploy --dry-run."""
+"""lockctl as a user runs it: --help (with examples), provision, token, deploy --dry-run."""
 import json
 import os
 import subprocess
@@ -15,9 +15,10 @@ def run(*args, cwd=None):
 
 
 def test_help_for_every_command():
-    for cmd in ((), ("provision",), ("token",), ("coap",), ("sim",), ("deploy",)):
+    for cmd in ((), ("provision",), ("token",), ("coap",), ("logs",), ("sim",), ("ble",), ("deploy",)):
         r = run(*cmd, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
+        assert "examples:" in r.stdout or not cmd, cmd
 
 
 def test_provision_token_and_errors(tmp_path):
@@ -28,6 +29,7 @@ def test_provision_token_and_errors(tmp_path):
     assert cfg["device_id"] == "door-7" and cfg["coap"]["enabled"] and not cfg["allow_bearer"]
     assert oct((b / "as-key.pem").stat().st_mode)[-3:] == "600"
     assert "PRIVATE KEY" not in r.stdout + r.stderr
+    assert 'clock: "unsynced"' in r.stdout and "exi" in r.stdout, r.stdout
     r = run("provision", "--out", str(b), "--device-id", "door-7")
     assert r.returncode == 2 and "already holds a bundle" in r.stderr
     r = run("token", "--bundle", str(b), "--scope", "unlock", "--key", str(tmp_path / "k.pem"),
@@ -46,6 +48,17 @@ def test_provision_token_and_errors(tmp_path):
     assert (b / "exi-seq").read_text().strip() == "2"
     r = run("token", "--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "cannot read" in r.stderr
+    # The bundle's lock has no trusted clock ("unsynced", the default): the
+    # AS mints an exi token (with exp too) unless told otherwise, and says so.
+    r = run("token", "--bundle", str(b), "--key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "t3.cwt"))
+    assert r.returncode == 0 and "no trusted clock" in r.stderr, r.stderr
+    claims = cbor2.loads(cbor2.loads((tmp_path / "t3.cwt").read_bytes()).value[2])
+    assert claims[40] == 3600 and claims[7] == b"\x03" and claims[4] - claims[6] == 3600
+    r = run("token", "--bundle", str(b), "--key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "t4.cwt"),
+            "--exp-in", "60")
+    assert r.returncode == 0 and "WARNING" in r.stderr and "clock_unsynced" in r.stderr, r.stderr
+    assert 40 not in cbor2.loads(cbor2.loads((tmp_path / "t4.cwt").read_bytes()).value[2])
+    assert "PRIVATE KEY" not in r.stdout + r.stderr
 
 
 def test_deploy_dry_run_never_copies_the_as_key(tmp_path):

@@ -19,9 +19,16 @@ while it matches. A frozen module that changes rebuilds only the interpreter's
 frozen content (make is incremental). The last clean build's wall time is
 kept in build/mp/clean-build-seconds for `make bench`.
 
+Progress: each step is announced ("build_mp: [2/4] mpy-cross ...") and a
+running make reports the files it has compiled every few seconds (a clean
+build against the previous clean build's count, build/mp/progress.json), on
+one rewritten line on a terminal. `--quiet` prints nothing but errors; the
+compiler's own output always goes to build/mp/build.log.
+
 Exit status 0 when the binaries are up to date, 1 with one line on stderr
 when the build cannot be done.
 """
+import json
 import argparse
 import hashlib
 import os
@@ -109,6 +116,85 @@ def _run(cmd, log, env=None, cwd=None):
         raise BuildError("%s failed (exit %d); log %s:\n%s" % (cmd[0], r.returncode, log, tail))
 
 
+class Progress:
+    """Steps and a running count of compiled files, on stdout."""
+
+    def __init__(self, quiet, total_steps, counts_path, stream=None, clean=True):
+        self.quiet = quiet
+        self.clean = clean  # a clean build: counts compare with (and set) the last clean one
+        self.total = total_steps
+        self.step = 0
+        self.counts_path = counts_path
+        self.stream = stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        try:
+            with open(counts_path) as f:
+                self.counts = json.load(f)
+        except (OSError, ValueError):
+            self.counts = {}
+        self.t0 = time.time()
+
+    def say(self, msg):
+        if not self.quiet:
+            print("build_mp: " + msg, file=self.stream, flush=True)
+
+    def begin(self, what):
+        self.step += 1
+        self.say("[%d/%d] %s" % (self.step, self.total, what))
+
+    def compiling(self, name, n, final=False):
+        if self.quiet:
+            return
+        expect = self.counts.get(name) if self.clean else None
+        of = "/%d" % expect if expect and n <= expect else ""
+        msg = "build_mp: [%d/%d] %s: %d%s file(s) compiled, %.0f s" % (
+            self.step, self.total, name, n, of, time.time() - self.t0)
+        if self.tty:
+            self.stream.write("\r" + msg + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or n:
+            print(msg, file=self.stream, flush=True)
+
+    def record(self, name, n):
+        if n and self.clean:
+            self.counts[name] = n
+            try:
+                with open(self.counts_path, "w") as f:
+                    json.dump(self.counts, f)
+            except OSError:
+                pass
+
+
+def _make(cmd, log, progress, name, env=None, report_s=None):
+    """Run make, its output into `log`, counting the files it compiles
+    (the "CC"/"MPY"/"LINK" lines of MicroPython's makefiles) for `progress`."""
+    if report_s is None:
+        report_s = 1.0 if progress.tty else 10.0
+    n = 0
+    last = time.time()
+    with open(log, "ab") as out:
+        out.write(("\n$ %s\n" % " ".join(cmd)).encode())
+        out.flush()
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        for raw in p.stdout:
+            out.write(raw)
+            word = raw.split(None, 1)[0] if raw.strip() else b""
+            if word in (b"CC", b"MPY", b"LINK", b"CXX", b"AS"):
+                n += 1
+                if time.time() - last >= report_s:
+                    progress.compiling(name, n)
+                    last = time.time()
+        rc = p.wait()
+    if rc:
+        with open(log, "rb") as f:
+            tail = f.read()[-4000:].decode(errors="replace")
+        raise BuildError("%s failed (exit %d); log %s:\n%s" % (cmd[0], rc, log, tail))
+    if n:
+        progress.compiling(name, n, final=True)
+    progress.record(name, n)
+    return n
+
+
 def _source_from_tarball(tar, src):
     got = _sha256_file(tar)
     if got != TARBALL_SHA256:
@@ -180,10 +266,10 @@ def _build(force, jobs, quiet):
     src_stamp = os.path.join(OUT, "source.id")
     have = open(src_stamp).read().strip() if os.path.exists(src_stamp) else None
     clean = have != source_id or force
+    progress = Progress(quiet, 4 if clean else 3, os.path.join(OUT, "progress.json"), clean=clean)
     if clean:
-        say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-        say("build_mp: MicroPython %s from %s" % (MICROPYTHON_COMMIT[:10],
-                                                  tar if source_id.startswith("tarball") else GIT_URL))
+        progress.begin("source: MicroPython %s from %s" % (
+            MICROPYTHON_COMMIT[:10], tar if source_id.startswith("tarball") else GIT_URL))
         if os.path.exists(src_stamp):
             os.remove(src_stamp)
         if source_id.startswith("tarball"):
@@ -192,12 +278,13 @@ def _build(force, jobs, quiet):
             _source_from_git(src, log)
         with open(src_stamp, "w") as f:
             f.write(source_id + "\n")
-    elif not quiet:
-        print("build_mp: frozen modules or variant changed, rebuilding the interpreter", flush=True)
+    else:
+        progress.say("frozen modules or variant changed, rebuilding the interpreter")
     env = dict(os.environ)
     env.update(VERSION_ENV)
     jobs = str(jobs or max(2, os.cpu_count() or 2))
-    _run(["make", "-C", os.path.join(src, "mpy-cross"), "-j", jobs], log, env=env)
+    progress.begin("mpy-cross (make -j%s; log %s)" % (jobs, os.path.relpath(log, ROOT)))
+    _make(["make", "-C", os.path.join(src, "mpy-cross"), "-j", jobs], log, progress, "mpy-cross", env=env)
     # make does not track compiler flags: when the variant's settings change
     # (an mbedTLS macro in CFLAGS_EXTRA, say), the objects built with the old
     # ones would be linked again. Start that build directory afresh instead.
@@ -208,9 +295,11 @@ def _build(force, jobs, quiet):
     old_flags = open(flags_stamp).read().strip() if os.path.exists(flags_stamp) else None
     if old_flags != flags and os.path.exists(port_build):
         shutil.rmtree(port_build)
-    _run(["make", "-C", os.path.join(src, "ports", "unix"), "-j", jobs,
-          "VARIANT_DIR=" + VARIANT_DIR, "VARIANT=" + VARIANT,
-          "BUILD=build-" + VARIANT], log, env=env)
+    progress.begin("interpreter: unix port, variant %s, firmware frozen (make -j%s)" % (VARIANT, jobs))
+    _make(["make", "-C", os.path.join(src, "ports", "unix"), "-j", jobs,
+           "VARIANT_DIR=" + VARIANT_DIR, "VARIANT=" + VARIANT,
+           "BUILD=build-" + VARIANT], log, progress, "interpreter", env=env)
+    progress.begin("install into %s" % os.path.relpath(OUT, ROOT))
     with open(flags_stamp, "w") as f:
         f.write(flags + "\n")
     for exe, built in zip(exes, [os.path.join(src, "ports", "unix", "build-" + VARIANT, "micropython"),

@@ -269,20 +269,9 @@ def _uuid(s):
     return UUID(s)
 
 
-# Token cache: the ids of tokens the lock has stored (per lock, per token).
-def cache_load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def cache_save(path, cache):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cache, f, indent=1)
-    os.replace(tmp, path)
+# Token cache: the ids of tokens the lock has stored (per lock, per token);
+# shared with `lockctl coap` (lockctl.cache).
+from .cache import cache_load, cache_save  # noqa: E402
 
 
 async def unlock(transport, device_id, token, key, permission="unlock", cache_path=None, mtu=None,

@@ -119,21 +119,28 @@ class Phone:
     def _proof(self, permission):
         return ch.pop_proof(self.key, self.device_id, self.nonce, permission, ch.token_id(self.token))
 
-    async def act(self, action, inline=False, payload=b"", query=()):
-        """Send the action; on 4.01 with a cnonce, sign and retry once."""
+    async def act(self, action, inline=False, payload=b"", query=(), by_id=False):
+        """Send the action; on 4.01 with a cnonce, sign and retry once.
+        `inline`: the token in the Bearer option; `by_id`: only its 32-byte
+        token id there (the lock stores the token: PROFILE sec. 4)."""
         method, path, perm = ACTIONS[action]
-        return await self.request(method, path, perm, inline, payload, query)
+        return await self.request(method, path, perm, inline, payload, query, by_id)
 
-    async def request(self, method, path, perm, inline=False, payload=b"", query=()):
+    async def request(self, method, path, perm, inline=False, payload=b"", query=(), by_id=False):
         if query:
             path = path + "?" + "&".join(query)
         tries = 0
         while True:
             tries += 1
             opts = []
-            if inline and self.token:
-                opts.append((BEARER, self.token))
-            if self.nonce is not None and self.key is not None and self.token:
+            prove = self.nonce is not None and self.key is not None and self.token
+            # A token bound to a key goes with its proof only: without one the
+            # lock refuses it (pop_missing) and counts that against this
+            # address. With no nonce yet, the first request presents nothing
+            # and the 4.01's hints bring the cnonce (not counted).
+            if (inline or by_id) and self.token and (prove or self.key is None):
+                opts.append((BEARER, ch.token_id(self.token) if by_id else self.token))
+            if prove:
                 opts.append((POP, self._proof(perm)))
                 self.nonce = None
             resp = await self._send(method, path, payload, options=opts)
@@ -149,3 +156,121 @@ class Phone:
                 self.nonce = hints[39]
                 continue
             return out
+
+
+# Command-line glue shared by `lockctl coap` and `lockctl logs`: which lock,
+# over which transport, in which DTLS mode.
+
+class TargetError(Exception):
+    """The command line does not name a reachable lock (the message says why)."""
+
+
+def add_target_args(s):
+    """The options that say how to reach the lock (argparse)."""
+    g = s.add_argument_group("reaching the lock")
+    g.add_argument("--bundle", help="the lock's bundle: its device id, its certificate for coaps, "
+                                    "and its ports (default 5683/5684 when not given)")
+    g.add_argument("--device-id", help="the lock's device id, without --bundle")
+    g.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    g.add_argument("--scheme", choices=("coap", "coaps"), default=None,
+                   help="coaps (default): DTLS 1.2, PSK mode with --psk-identity/--psk, else "
+                        "certificate mode (the lock's certificate must be the one in --bundle); "
+                        "coap: plain CoAP (a lock serves more than /authz-info there only with "
+                        "`lockctl provision --plain-coap`)")
+    g.add_argument("--port", type=int, default=None,
+                   help="the lock's port for --scheme (default: the bundle's, else 5683 coap, 5684 coaps)")
+    g.add_argument("--coap-port", type=int, default=None,
+                   help="coaps PSK mode: the token goes to /authz-info over plain CoAP on this port "
+                        "first (default: the bundle's, else 5683)")
+    g.add_argument("--psk-identity", help="hex: the PSK identity (the kid `lockctl token --psk` prints)")
+    g.add_argument("--psk", help="hex: the PSK (printed by `lockctl token --psk`; never stored)")
+    g.add_argument("--handshake-timeout", type=float, default=10.0, help="seconds (coaps; default 10)")
+
+
+class Target:
+    """Where and how to reach the lock, from add_target_args' options.
+    `phone(token, key, inline)` makes a connected-on-enter Phone."""
+
+    def __init__(self, a):
+        from .provision import ProvisionError, load_bundle
+        self.a = a
+        cfg = {}
+        if a.bundle:
+            try:
+                cfg = load_bundle(a.bundle)[0]
+            except ProvisionError as e:
+                raise TargetError(str(e))
+        self.cfg = cfg
+        # Needed for proofs of possession (they sign it), not to connect.
+        self.device_id = a.device_id or cfg.get("device_id")
+        self.host = a.host
+        self.scheme = a.scheme or "coaps"
+        self.scheme_given = a.scheme is not None
+        coap_port = cfg.get("coap", {}).get("port", 5683)
+        coaps_port = cfg.get("coaps", {}).get("port", 5684)
+        self.coap_port = a.coap_port if a.coap_port is not None else coap_port
+        self.port = a.port if a.port is not None else (coaps_port if self.scheme == "coaps" else coap_port)
+        self.psk = None
+        self.dtls = {}
+        self.errors = ()
+        if self.scheme == "coap":
+            if a.psk_identity or a.psk:
+                raise TargetError("--psk-identity/--psk need --scheme coaps")
+            return
+        from .dtls import DtlsError, bundle_certs
+        self.errors = (DtlsError,)
+        if bool(a.psk_identity) != bool(a.psk):
+            raise TargetError("PSK mode needs both --psk-identity and --psk (lockctl token --psk prints them)")
+        if a.psk:
+            self.psk = (_hex_arg("--psk-identity", a.psk_identity), _hex_arg("--psk", a.psk))
+            self.dtls = dict(psk=self.psk)
+            return
+        if not a.bundle:
+            raise TargetError("certificate mode (coaps without --psk) needs --bundle: the lock's "
+                              "certificate is checked against the bundle's")
+        try:
+            lock_cert, ca_cert = bundle_certs(a.bundle)
+        except DtlsError as e:
+            raise TargetError(str(e))
+        self.dtls = dict(lock_cert=lock_cert, ca_cert=ca_cert)
+
+    def plain_fallback(self):
+        """Plain CoAP to the same lock, when its bundle serves every
+        resource there and the scheme was not chosen; else None."""
+        if self.scheme_given or self.scheme != "coaps" or self.psk_mode \
+                or not self.cfg.get("coap", {}).get("enabled") or self.a.port is not None:
+            return None
+        self.scheme = "coap"
+        self.port = self.coap_port
+        self.errors = ()
+        return self
+
+    @property
+    def psk_mode(self):
+        return self.psk is not None
+
+    def describe(self):
+        return "%s://%s:%d" % (self.scheme, self.host, self.port)
+
+    def phone(self, token=None, key=None):
+        if self.scheme == "coap":
+            return Phone(self.host, self.port, self.device_id, token, key)
+        from .dtls import DtlsPhone
+        return DtlsPhone(self.host, self.port, self.device_id, token, key,
+                         handshake_timeout=self.a.handshake_timeout, **self.dtls)
+
+    def plain_phone(self, token=None):
+        """Plain CoAP to the lock's /authz-info port (PSK mode uploads)."""
+        return Phone(self.host, self.coap_port, self.device_id, token, None)
+
+    def network_errors(self):
+        import aiocoap.error
+        return self.errors + (OSError, asyncio.TimeoutError, aiocoap.error.NetworkError,
+                              aiocoap.error.ConRetransmitsExceeded)
+
+
+def _hex_arg(name, value):
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise TargetError("%s must be hex, got %r" % (name, value))
