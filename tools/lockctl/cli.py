@@ -207,11 +207,16 @@ def explain_refusal(out, target, token=None, permission=None, bundle=None, say=_
             likely = reasons.diagnose(token, target.cfg, permission)
         except Exception:
             likely = []
+    if out.error is not None:
+        # Only what fits the lock's answer (a scope refusal is not a clock one).
+        likely = [r for r in likely if reasons.ERRORS.get(r, 1) == out.error]
     if likely:
         say("  likely, checking the token against %s:" % (bundle or "the bundle"))
     for r in likely:
         say("    %s" % reasons.words(r))
         h = reasons.hint(r, shlex.quote(bundle) if bundle else None)
+        if r == "scope_insufficient" and permission:
+            h = "mint a token whose --scope includes %r" % permission
         if h:
             say("      what to do: %s" % h)
     if log_hint and (out.code.startswith("4.") or out.code.startswith("5.")):

@@ -101,6 +101,10 @@ WORDS = {
                      "use the --psk printed by `lockctl token --psk` for this token"),
 }
 
+# The Error option value of the reasons `diagnose` names (the firmware's
+# _ERRORS for them: only scope_insufficient is 2).
+ERRORS = {"scope_insufficient": 2}
+
 # The Error option alone (CoAP), when nothing better is known.
 _ERROR_WORDS = {
     0: "the request was malformed (bad proof, bad option)",
