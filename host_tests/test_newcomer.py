@@ -186,7 +186,7 @@ def test_logs_follow_shows_new_records(fresh):
 
 
 def test_help_of_every_command_has_examples():
-    for cmd in ("provision", "token", "coap", "logs", "sim", "ble", "deploy"):
+    for cmd in ("provision", "token", "coap", "logs", "sim", "ble", "deploy", "as"):
         r = lockctl(cmd, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout, (cmd, r.stderr)
         assert "examples:" in r.stdout and "\n  lockctl %s " % cmd in r.stdout, (cmd, r.stdout)

@@ -521,6 +521,7 @@ wifi.json: {"ssid": "myssid", "password": "..."}. The AS private key
 (as-key.pem) is never copied.
 """
 EXTERNAL_EPILOGS = {"ble": BLE_EPILOG, "deploy": DEPLOY_EPILOG}
+# (`lockctl as` brings its own examples.)
 
 
 # the command line -------------------------------------------------------------
@@ -541,8 +542,16 @@ def add_external_parsers(sub):
         deploy_mod.add_parser(sub)
     else:
         _add_deploy_parser(sub)
-    # The bench AS package adds its subcommand here, e.g.:
-    #   from benchas.cli import add_parser as add_as_parser; add_as_parser(sub)
+    # The bench AS (tools/lockctl/authserver, `lockctl as`); it needs
+    # SQLAlchemy, without which the rest of lockctl still works.
+    try:
+        from .authserver import add_parser as add_as_parser
+        add_as_parser(sub)
+    except ImportError as e:
+        missing = str(e)
+        s = sub.add_parser("as", help="the bench authorization server (needs SQLAlchemy: not installed)")
+        s.set_defaults(fn=lambda a: _die("lockctl as needs the packages of requirements.txt "
+                                         "(pip install -r requirements.txt): %s" % missing))
 
 
 def build_parser():
