@@ -339,6 +339,9 @@ def cmd_coap(a):
             msg += ("\n  the lock's decision log names the refusal (psk_mismatch, token_unknown, "
                     "dtls_failed): lockctl logs --bundle BUNDLE --token admin.cwt --key admin.pem")
         if isinstance(e, t.errors):
+            if "timed out" in msg and not psk_mode:
+                msg += ("\n  if the lock is running, its console says why it did not answer (on the "
+                        "simulator's 56 KiB heap: `ERROR MemoryError`; restart it)")
             _die(msg)
         _die("no answer from %s (%s)" % (t.describe(), msg))
     sys.exit(0 if ok else 1)
