@@ -166,9 +166,11 @@ def cmd_lock_list(a):
     home = _home(a)
     rows = []
     for lk in home.store.locks():
+        up = home.store.last_upload(lk["id"])
         rows.append([lk["id"], lk["device_id"], lk["cert_serial"][:16], "exi" if lk["exi"] else "exp",
-                     home.store.exi_seq(lk["id"]), lk["log_epoch"], format_instant(lk["created_s"], "UTC")])
-    _table(["id", "device_id", "cert serial", "tokens", "exi seq", "log epoch", "added"], rows)
+                     home.store.exi_seq(lk["id"]), lk["log_epoch"],
+                     format_instant(up["received_s"], "UTC") if up else "never", up["dropped"] if up else None])
+    _table(["id", "device_id", "cert serial", "tokens", "exi seq", "log epoch", "last upload", "dropped"], rows)
 
 
 def _policy_rows(rules):

@@ -14,7 +14,8 @@ Where PROFILE sec. 7 leaves the encoding open, this AS decides:
     "seq", or either one wrapped in a byte string, is taken too; only seq is
     required, the record is stored as received). "lock" must be the peer's
     own device_id (else 4.03). Answer 2.04, Content-Format 60, {"seq": n}:
-    the highest seq stored for this lock (0 when none), after this batch;
+    the highest seq stored for this lock (0 when none), after this batch,
+    in its current log epoch (a lock provisioned anew starts at seq 1);
   - `GET /trl?after=POS` (POS decimal, 0 when absent): 2.05, Content-Format
     60, {"pos", "ids", "ctis", "more"}: this lock's revocations after POS,
     `trl_page` (16) and at most TRL_BYTES of ids and ctis at a time (the

@@ -9,9 +9,11 @@
   CA-signed certificate the AS has not recorded (replaced, or never issued
   here) ends the session with close_notify. Requests carry that lock.
 - plain CoAP for phones: POST /token only in effect (the lock resources
-  answer 4.01 there). The token it returns is bound to the phone's
-  registered key, so it is worth nothing to whoever else asks; see the
-  README limits (no client authentication or confidentiality on this leg).
+  answer 4.01 there). A bench limit: this leg has no client
+  authentication and no confidentiality (RFC 9200 sec. 5 wants DTLS or
+  OSCORE there). The token it returns is bound to the key registered for
+  the client_id, so it opens nothing for whoever else asks, but anyone can
+  learn what a phone is allowed.
 
 CoAP messages are aiocoap's codec (aiocoap.Message.encode/decode); a CON
 request gets a piggybacked ACK, a NON a NON; duplicates (same peer, same

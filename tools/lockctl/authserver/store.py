@@ -328,6 +328,13 @@ class Store:
         with self.engine.connect() as c:
             return [dict(x) for x in c.execute(q).mappings()][::-1]
 
+    def last_upload(self, lock_id):
+        """The lock's latest /audit upload (its `dropped` count), or None."""
+        u = S.audit_uploads
+        with self.engine.connect() as c:
+            r = c.execute(select(u).where(u.c.lock_id == lock_id).order_by(u.c.id.desc()).limit(1)).mappings().first()
+        return dict(r) if r else None
+
     def uploads(self, device_id):
         u, lk = S.audit_uploads, S.locks
         q = select(u).join(lk, lk.c.id == u.c.lock_id).where(lk.c.device_id == device_id).order_by(u.c.id)
