@@ -1,62 +1,496 @@
-"""`lockctl deploy`: put the firmware and one lock's bundle on an ESP32 with
-mpremote. The modules are compiled for xtensawin first; the AS private key
-never leaves the host."""
+"""`lockctl deploy`: put the firmware and one lock's bundle on a board with
+mpremote (the pinned, unmodified one in .venv), verify every file by its
+SHA-256 on the board, and reset it.
+
+    lockctl deploy --port /dev/ttyUSB0 --bundle mylock [--board esp32] [--wifi wifi.json]
+
+Steps, each an mpremote run on the port:
+
+1. probe: the board's native architecture (sys.implementation._mpy), its
+   free flash and its frozen modules (help('modules')). A board whose
+   architecture is not the one boards/<board>/board.json compiles for
+   ("march") is refused. If every firmware module is frozen into the
+   board's MicroPython, no .mpy is copied ("firmware: frozen"); if only
+   some are, the board's image was built from another tree and deploy
+   stops (flash a new image, or use a stock MicroPython).
+2. copy: the .mpy (mpy-cross -march=<march>) into /lib, the bundle's
+   BUNDLE_FILES into /bundle, the board's boot.py, main.py (and
+   board.json), optionally /wifi.json; a file whose SHA-256 on the board
+   is already the host's is skipped (mpremote's own check). The AS
+   private key (as-key.pem, beside the bundle) is never among them, and a
+   file to be copied that holds that key's private scalar stops deploy.
+3. verify: one run computes the SHA-256 of every copied file on the board
+   and deploy compares each with the host's; any difference or missing
+   file stops deploy *before* the reset, so a board is never started on a
+   half-written firmware.
+4. reset (machine.reset()): the board boots the deployed lock.
+
+Errors are DeployError with one line saying what to do: the port is
+missing, the board does not answer, the architecture differs, a hash
+differs.
+"""
+import argparse
+import hashlib
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLE_FILES = ("lock.json", "lock-key.der", "lock-cert.der")
+# Never copied; checked for by content as well as by name.
+AS_KEY_FILE = "as-key.pem"
+# mpy-cross -march names by MP_NATIVE_ARCH_* index (py/persistentcode.h),
+# which sys.implementation._mpy >> 10 gives on the board.
+ARCH_NAMES = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+              "xtensa", "xtensawin", "rv32imc", "rv64imc")
+# Used only when boards/<board>/board.json is missing (it is the source of truth).
+FALLBACK_BOARDS = {
+    "esp32": {"march": "xtensawin"},
+    "esp32c3": {"march": "rv32imc"},
+    "esp32s3": {"march": "xtensawin"},
+}
+PROBE_TIMEOUT_S = 30
+RESET_TIMEOUT_S = 30
 
 
 class DeployError(Exception):
     pass
 
 
-def plan(port, bundle, mpy_dir, wifi=None):
-    """The mpremote command lines, in order."""
-    for f in BUNDLE_FILES:
-        if not os.path.exists(os.path.join(bundle, f)):
-            raise DeployError("bundle %s lacks %s" % (bundle, f))
-    mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
-    base = [mpremote if os.path.exists(mpremote) else "mpremote", "connect", port]
-    cmds = [base + ["fs", "mkdir", ":lib"], base + ["fs", "mkdir", ":bundle"]]
-    dirs = set()
-    for dirpath, _, files in os.walk(mpy_dir):
-        rel = os.path.relpath(dirpath, mpy_dir)
-        if rel != "." and rel not in dirs:
-            cmds.append(base + ["fs", "mkdir", ":lib/" + rel])
-            dirs.add(rel)
-        for f in sorted(files):
-            src = os.path.join(dirpath, f)
-            dst = ":lib/" + (f if rel == "." else rel + "/" + f)
-            cmds.append(base + ["fs", "cp", src, dst])
-    for f in BUNDLE_FILES:
-        cmds.append(base + ["fs", "cp", os.path.join(bundle, f), ":bundle/" + f])
-    for f in ("boot.py", "main.py"):
-        cmds.append(base + ["fs", "cp", os.path.join(ROOT, "boards", "esp32", f), ":" + f])
-    if wifi:
-        cmds.append(base + ["fs", "cp", wifi, ":wifi.json"])
-    cmds.append(base + ["reset"])
-    return cmds
-
-
-def deploy(port, bundle, wifi=None, dry_run=False, say=print):
+def _build_mpy():
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import build_mpy
+    return build_mpy
+
+
+def board_profile(board):
+    """(board.json as a dict, a note) for boards/<board>; the note says when
+    the built-in fallback (FALLBACK_BOARDS) had to be used. Raises
+    DeployError for an unknown board or a board.json without a valid
+    "march"."""
+    path = os.path.join(ROOT, "boards", board, "board.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except ValueError as e:
+            raise DeployError("%s: %s" % (path, e))
+        if not isinstance(d, dict) or d.get("march") not in ARCH_NAMES[1:]:
+            raise DeployError("%s: \"march\" must be one of %s" % (path, ", ".join(ARCH_NAMES[1:])))
+        return d, None
+    if board in FALLBACK_BOARDS:
+        return dict(FALLBACK_BOARDS[board]), "no %s: built-in profile (march %s)" % (
+            os.path.relpath(path, ROOT), FALLBACK_BOARDS[board]["march"])
+    known = sorted(b for b in os.listdir(os.path.join(ROOT, "boards"))
+                   if os.path.exists(os.path.join(ROOT, "boards", b, "board.json")))
+    raise DeployError("unknown board %r (boards with a board.json: %s)" % (board, ", ".join(known)))
+
+
+def device_files(board, profile):
+    """[(host path, board path)] copied as they are: boot.py and main.py
+    (and board.json where the board code reads it). board.json
+    "deploy": {"files": {board path: path relative to boards/<board>}}
+    names them; otherwise build_mpy.device_files(board)."""
+    dep = profile.get("deploy") or {}
+    if "files" in dep:
+        return [(os.path.join(ROOT, "boards", board, src), dst) for dst, src in sorted(dep["files"].items())]
+    bm = _build_mpy()
+    if hasattr(bm, "device_files"):
+        return list(bm.device_files(board))
+    return [(os.path.join(ROOT, "boards", board, f), "/" + f) for f in ("boot.py", "main.py")]
+
+
+def compile_firmware(board, profile, out):
+    """Compile the firmware (and the board code unless board.json
+    "deploy": {"board_code": false}) into `out`; returns
+    [(relative .mpy path, size in bytes)]."""
+    bm = _build_mpy()
+    code = (profile.get("deploy") or {}).get("board_code", True)
+    try:
+        return bm.build(out, profile["march"], (board,) if code else ())
+    except subprocess.CalledProcessError as e:
+        raise DeployError("mpy-cross failed: %s" % e)
+
+
+def _sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _as_key_secrets(bundle):
+    """Byte strings that reveal the AS private key (its PEM, DER and raw
+    scalar) if as-key.pem is beside the bundle; [] otherwise."""
+    path = os.path.join(bundle, AS_KEY_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        pem = f.read()
+    out = [pem.strip()]
+    try:
+        from cryptography.hazmat.primitives import serialization
+        k = serialization.load_pem_private_key(pem, None)
+        out.append(k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+        d = k.private_numbers().private_value.to_bytes(32, "big")
+        out += [d, d.hex().encode(), d.hex().upper().encode()]
+    except Exception as e:  # noqa: an unreadable AS key cannot be checked for: refuse
+        raise DeployError("%s cannot be read (%s): deploy checks that it is never copied" % (path, e))
+    return out
+
+
+def plan_files(board, bundle, mpy_dir, made, profile, wifi=None):
+    """[(host path, board path)] in copy order: /lib .mpy (`made` from
+    compile_firmware, or [] when the firmware is frozen), the bundle,
+    the board's files, /wifi.json. Raises DeployError when the bundle
+    lacks a file or a file to copy holds the AS private key."""
+    paths = (profile.get("files") or {})
+    bundle_dir = paths.get("bundle", "/bundle")
+    files = [(os.path.join(mpy_dir, rel), "/lib/" + rel.replace(os.sep, "/")) for rel, _ in made]
+    for f in BUNDLE_FILES:
+        src = os.path.join(bundle, f)
+        if not os.path.isfile(src):
+            raise DeployError("bundle %s lacks %s (lockctl provision writes it)" % (bundle, f))
+        files.append((src, bundle_dir + "/" + f))
+    files += device_files(board, profile)
+    if wifi:
+        if not os.path.isfile(wifi):
+            raise DeployError("no Wi-Fi file %s" % wifi)
+        files.append((wifi, paths.get("wifi", "/wifi.json")))
+    secrets = _as_key_secrets(bundle)
+    for src, dst in files:
+        if os.path.basename(src) == AS_KEY_FILE or os.path.basename(dst) == AS_KEY_FILE:
+            raise DeployError("refusing to copy %s: the AS private key never leaves the host" % src)
+        with open(src, "rb") as f:
+            data = f.read()
+        for s in secrets:
+            if s and s in data:
+                raise DeployError("refusing to copy %s: it holds the AS private key" % src)
+    return files
+
+
+def shadowed(profile, made):
+    """The firmware's top-level names that a directory the lock writes at
+    the filesystem root would hide: the board runs main.py with '' (the
+    root) ahead of '.frozen' and '/lib' on sys.path, and MicroPython imports
+    a directory without __init__ as a package, so a data root /lock is
+    imported as `lock` from the second boot on. `made`: compile_firmware's
+    list; [] when board.json names no root."""
+    tops = {rel.replace(os.sep, "/").split("/")[0].rsplit(".", 1)[0] for rel, _ in made}
+    out = []
+    for key in ("root", "bundle"):
+        path = (profile.get("files") or {}).get(key)
+        if path and path.startswith("/"):
+            first = path.strip("/").split("/")[0]
+            if first in tops:
+                out.append("%s %s hides the firmware's `%s`" % (key, path, first))
+    return out
+
+
+def _check_shadowing(profile, made):
+    bad = shadowed(profile, made)
+    if bad:
+        raise DeployError("board.json \"files\": %s (sys.path starts with '', the root): the lock would "
+                          "not start after its first boot; move it (e.g. /data)" % "; ".join(bad))
+
+
+def mpremote_exe():
+    """The pinned mpremote beside this Python (.venv/bin), else the PATH's."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    if os.path.exists(exe):
+        return exe
+    import shutil
+    found = shutil.which("mpremote")
+    if not found:
+        raise DeployError("mpremote not found: `make venv` installs the pinned one into .venv")
+    return found
+
+
+class Board:
+    """mpremote runs against one port."""
+
+    def __init__(self, port, say=print):
+        self.port = port
+        self.say = say
+        self.exe = mpremote_exe()
+
+    def cmd(self, *args, resume=True):
+        return [self.exe, "connect", self.port] + (["resume"] if resume else []) + list(args)
+
+    def run(self, args, timeout, what, on_line=None):
+        """Run one mpremote command line; returns its stdout. `on_line`
+        gets each output line as it arrives (progress)."""
+        if not os.path.exists(self.port):
+            raise DeployError("port %s does not exist (board unplugged? `lockctl board` not running?)"
+                              % self.port)
+        try:
+            p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as e:
+            raise DeployError("cannot run mpremote: %s" % e)
+        out = []
+        end = time.monotonic() + timeout
+        import threading
+        err = []
+        t = threading.Thread(target=lambda: err.append(p.stderr.read()), daemon=True)
+        t.start()
+        killed = []
+
+        def watchdog():
+            if p.poll() is None:
+                killed.append(1)
+                p.kill()
+        timer = threading.Timer(max(0.1, end - time.monotonic()), watchdog)
+        timer.start()
+        try:
+            buf = b""
+            while True:
+                chunk = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(4096)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = re.split(rb"[\r\n]", buf)
+                for line in lines:
+                    s = line.decode("utf-8", "replace")
+                    out.append(s)
+                    if on_line and s.strip():
+                        on_line(s)
+            if buf:
+                out.append(buf.decode("utf-8", "replace"))
+            p.wait()
+        finally:
+            timer.cancel()
+        t.join(5)
+        stderr = (err[0] if err else b"").decode("utf-8", "replace").strip()
+        if killed:
+            raise DeployError("board on %s not answering: %s took over %d s (%s)" % (
+                self.port, what, timeout, stderr or "no output"))
+        if p.returncode != 0:
+            msg = stderr or "\n".join(out).strip()
+            if "could not enter raw repl" in msg or "could not exec command" in msg:
+                raise DeployError("board on %s not answering mpremote's raw REPL during %s "
+                                  "(is a board attached and running MicroPython?): %s" % (
+                                      self.port, what, msg.splitlines()[-1] if msg else ""))
+            if "failed to access" in msg or "could not open port" in msg.lower():
+                raise DeployError("cannot open %s during %s (in use by another program?): %s" % (
+                    self.port, what, msg.splitlines()[-1]))
+            raise DeployError("%s failed on %s: %s" % (what, self.port, msg.splitlines()[-1] if msg else
+                                                       "mpremote exited %d" % p.returncode))
+        return "\n".join(out)
+
+
+PROBE = ("import sys,os\n"
+         "print('ARCH', getattr(sys.implementation, '_mpy', 0) >> 10)\n"
+         "try:\n s=os.statvfs('/')\n print('FREE', s[0]*s[3])\nexcept Exception:\n print('FREE -1')\n"
+         "help('modules')\n")
+
+
+def probe(board):
+    """{"arch": mpy-cross name or None, "free": bytes or -1, "frozen": set
+    of frozen module names such as "lock/app"} from the board. The first
+    mpremote run: it interrupts what runs and soft-resets the board."""
+    out = board.run(board.cmd("exec", PROBE, resume=False), PROBE_TIMEOUT_S, "probe")
+    info = {"arch": None, "free": -1, "frozen": set()}
+    in_modules = False
+    for line in out.splitlines():
+        if line.startswith("ARCH "):
+            n = int(line.split()[1])
+            info["arch"] = ARCH_NAMES[n] if 0 <= n < len(ARCH_NAMES) else "arch%d" % n
+        elif line.startswith("FREE "):
+            info["free"] = int(line.split()[1])
+            in_modules = True
+        elif in_modules:
+            if line.startswith("Plus any modules"):
+                in_modules = False
+            else:
+                info["frozen"].update(line.split())
+    return info
+
+
+def _verify_code(paths):
+    return ("import hashlib\nb=bytearray(512)\nm=memoryview(b)\n"
+            "for p in %r:\n"
+            " try:\n"
+            "  h=hashlib.sha256()\n"
+            "  with open(p,'rb') as f:\n"
+            "   while True:\n"
+            "    n=f.readinto(b)\n"
+            "    if not n:break\n"
+            "    h.update(m[:n])\n"
+            "  print('SHA',h.digest().hex(),p)\n"
+            " except OSError as e:\n"
+            "  print('SHA missing',p,e)\n" % (list(paths),))
+
+
+def verify(board, files):
+    """Compare the board's SHA-256 of every file with the host's; returns
+    the number verified; raises DeployError naming every difference."""
+    want = {dst: _sha(src) for src, dst in files}
+    out = board.run(board.cmd("exec", _verify_code(sorted(want))), 60 + len(want), "verify")
+    got = {}
+    for line in out.splitlines():
+        if line.startswith("SHA "):
+            _, h, p = line.split(" ", 2)
+            if h == "missing":
+                got[p.split(" ", 1)[0]] = "missing"
+            else:
+                got[p] = h
+    bad = []
+    for dst in sorted(want):
+        h = got.get(dst)
+        if h != want[dst]:
+            bad.append("%s (board %s, host %s)" % (dst, h[:16] if h else "no answer", want[dst][:16]))
+    if bad:
+        raise DeployError("hash mismatch on %d file(s), board not reset: %s" % (len(bad), "; ".join(bad)))
+    return len(want)
+
+
+def _mkdirs_code(dirs):
+    return ("import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n" % (sorted(dirs),))
+
+
+def _remote(dst):
+    """mpremote's name for a board path: relative to the board's working
+    directory, which is / after the soft reset (":lib/lock/app.mpy")."""
+    return ":" + dst.lstrip("/")
+
+
+def _dirs_of(files):
+    dirs = set()
+    for _, dst in files:
+        parts = dst.split("/")[1:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/" + "/".join(parts[:i]))
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
+def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", before_verify=None):
+    """Deploy to the board on serial `port` (a path: /dev/ttyUSB0, or the
+    DIR/ttyBOARD of `lockctl board`). `board`: the profile under
+    boards/<board>/. `before_verify`: a callable run between copy and
+    verify (tests). Returns a dict: board, march, firmware ("frozen" or
+    "lib"), files [(host, board path)], copied, unchanged, verified
+    (counts), mpy_bytes, seconds. Raises DeployError."""
+    t0 = time.monotonic()
+    profile, note = board_profile(board)
+    if note:
+        say(note)
+    march = profile["march"]
+    bundle = os.path.abspath(bundle)
     out = tempfile.mkdtemp(prefix="lock-deploy-")
-    made = build_mpy.build(out, "xtensawin", ("esp32",))
-    say("compiled %d modules for xtensawin (%d bytes)" % (len(made), sum(s for _, s in made)))
-    cmds = plan(port, bundle, out, wifi)
-    for i, c in enumerate(cmds, 1):
-        line = " ".join(shlex.quote(x) for x in c)
-        if dry_run:
-            say(line)
-            continue
-        say("[%d/%d] %s" % (i, len(cmds), " ".join(c[3:])))
-        r = subprocess.run(c, capture_output=True, text=True)
-        if r.returncode != 0 and not (c[3:5] == ["fs", "mkdir"] and "EEXIST" in r.stderr + r.stdout):
-            raise DeployError("%s failed: %s" % (line, (r.stderr or r.stdout).strip()))
-    return cmds
+    made = compile_firmware(board, profile, out)
+    mpy_bytes = sum(s for _, s in made)
+    say("compiled %d modules for %s (%s): %d bytes" % (len(made), board, march, mpy_bytes))
+    result = {"board": board, "march": march, "mpy_bytes": mpy_bytes, "copied": 0, "unchanged": 0}
+    if dry_run:
+        files = plan_files(board, bundle, out, made, profile, wifi)
+        b = Board.__new__(Board)
+        b.port, b.exe = port, mpremote_exe()
+        for bad in shadowed(profile, made):
+            say("WARNING: board.json \"files\": %s (deploy refuses this board until it moves)" % bad)
+        say("(dry run; the .mpy copies are skipped if the board's firmware is frozen)")
+        say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<probe: architecture, free flash, frozen modules>",
+                                                    resume=False)))
+        say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<mkdir %s>" % " ".join(_dirs_of(files)))))
+        for src, dst in files:
+            say(" ".join(shlex.quote(x) for x in b.cmd("fs", "cp", src, _remote(dst))))
+        say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<sha256 of %d files>" % len(files))))
+        say(" ".join(shlex.quote(x) for x in b.cmd("reset")))
+        result.update(files=files, firmware=None, verified=0, seconds=time.monotonic() - t0)
+        return result
+
+    dev = Board(port, say)
+    say("[probe] %s" % port)
+    info = probe(dev)
+    if info["arch"] != march:
+        raise DeployError("the board on %s runs native code for %s, board profile %r compiles for %s: "
+                          "wrong --board?" % (port, info["arch"] or "no architecture (no native code)",
+                                              board, march))
+    wanted = {rel[:-4].replace(os.sep, "/") for rel, _ in made}
+    frozen = wanted & info["frozen"]
+    if frozen == wanted:
+        say("firmware: frozen into the board's MicroPython (%d modules): no .mpy copied" % len(frozen))
+        made_copy = []
+        result["firmware"] = "frozen"
+    elif frozen:
+        raise DeployError("the board's frozen firmware is from another tree (it lacks %s): flash an image "
+                          "built from this tree, or a stock MicroPython" % ", ".join(sorted(wanted - frozen)))
+    else:
+        made_copy = made
+        result["firmware"] = "lib"
+    _check_shadowing(profile, made)
+    files = plan_files(board, bundle, out, made_copy, profile, wifi)
+    total = sum(os.path.getsize(s) for s, _ in files)
+    if 0 <= info["free"] < total:
+        say("warning: %d bytes to copy, %d free on the board (unchanged files need none)" % (total, info["free"]))
+
+    # One mpremote run copies everything (one connection, no soft reset in
+    # between); its "cp"/"Up to date" lines are the progress.
+    args = ["exec", _mkdirs_code(_dirs_of(files))]
+    for src, dst in files:
+        args += ["+", "fs", "cp", src, _remote(dst)]
+    n = len(files)
+    by_dst = {dst: src for src, dst in files}
+    state = {"i": 0}
+
+    def progress(line):
+        if line.startswith("cp "):
+            state["i"] += 1
+            dst = "/" + line.rsplit(" :", 1)[-1].lstrip("/")
+            src = by_dst.get(dst)
+            size = os.path.getsize(src) if src else 0
+            say("[%d/%d] copying %s (%d bytes)" % (state["i"], n, dst, size))
+        elif line.startswith("Up to date:"):
+            result["unchanged"] += 1
+            say("        unchanged on the board: /%s" % line.split(":", 1)[1].strip().lstrip("/"))
+    dev.run(dev.cmd(*args), 60 + total // 2000, "copy", progress)
+    result["copied"] = n - result["unchanged"]
+    if before_verify:
+        before_verify()
+    say("[verify] SHA-256 of %d files on the board" % n)
+    result["verified"] = verify(dev, files)
+    say("verified: %d files match the host's SHA-256" % result["verified"])
+    say("[reset] machine.reset()")
+    dev.run(dev.cmd("reset"), RESET_TIMEOUT_S, "reset")
+    result["files"] = files
+    result["seconds"] = time.monotonic() - t0
+    say("deployed %s to %s in %.1f s (%d copied, %d unchanged, firmware %s)" % (
+        os.path.basename(bundle), port, result["seconds"], result["copied"], result["unchanged"],
+        result["firmware"]))
+    return result
+
+
+def add_parser(subparsers):
+    """`lockctl deploy`."""
+    s = subparsers.add_parser("deploy", help="copy the firmware (.mpy for the board's architecture, unless "
+                                             "frozen) and a bundle to a board with mpremote, verify, reset")
+    s.add_argument("--port", required=True, help="serial port of the board: /dev/ttyUSB0, or DIR/ttyBOARD "
+                                                 "of `lockctl board`")
+    s.add_argument("--bundle", required=True, help="the lock's bundle (as-key.pem beside it is never copied)")
+    s.add_argument("--board", default="esp32",
+                   help="board profile boards/<board>/board.json (esp32, esp32c3, unix = lockctl board)")
+    s.add_argument("--wifi", help='JSON file {"ssid": ..., "password": ...} to copy as /wifi.json')
+    s.add_argument("--dry-run", action="store_true", help="compile and print the mpremote commands only")
+    s.set_defaults(fn=cmd_deploy)
+
+
+def cmd_deploy(a):
+    try:
+        deploy(a.port, a.bundle, a.wifi, a.dry_run, board=getattr(a, "board", "esp32"))
+    except DeployError as e:
+        print("lockctl: error: %s" % e, file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="lockctl")
+    add_parser(p.add_subparsers(dest="cmd", required=True))
+    a = p.parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
