@@ -1,7 +1,7 @@
 """Bench AS end to end (issue 10), through its command line: `lockctl as
 init`, `lock add --provision` (the AS issues the lock's certificate),
 `seed` (Alice, Bob, Trudy), `serve`, `request` (a phone asks the token
-endpoint over CoAP), then the phone (`lockctl coap`, certificate mode: the
+endpoint over CoAPS with its certificate, or over plain CoAP), then the phone (`lockctl coap`, certificate mode: the
 lock's certificate checked against the AS's CA) unlocks the simulated lock
 with that token; the lock's own uplink (firmware lock/uplink.py on the
 simulator) meets the AS: its decisions arrive, a revocation reaches it;
@@ -83,10 +83,13 @@ def wait_for(lines, text, timeout=20, start=0):
     raise AssertionError("no %r in:\n%s" % (text, "".join(lines[-40:])))
 
 
-def request(w, who, scope, out):
-    return run(AS, "request", "--port", str(w["ports"]["as_coap"]), "--client-id", who + "-phone",
-               "--key", os.path.join(w["keys"], who + ".pem"), "--aud", "front-door", "--scope", scope,
-               "--out", out, env=w["env"])
+def request(w, who, scope, out, coaps=False):
+    how = ["--port", str(w["ports"]["as_coap"])]
+    if coaps:        # the phone's certificate (as seed wrote it), the AS's CA
+        how = ["--port", str(w["ports"]["as_coaps"]), "--cert", os.path.join(w["keys"], who + ".crt"),
+               "--ca", os.path.join(w["asdir"], "as-cert.pem")]
+    return run(AS, "request", *how, "--client-id", who + "-phone", "--key", os.path.join(w["keys"], who + ".pem"),
+               "--aud", "front-door", "--scope", scope, "--out", out, env=w["env"])
 
 
 def unlock(w, tok, who="alice"):
@@ -97,7 +100,7 @@ def unlock(w, tok, who="alice"):
 def test_alice_gets_a_token_from_the_as_and_opens_the_lock(world):
     w = world
     tok = str(w["d"] / "alice.cwt")
-    r = request(w, "alice", "unlock status", tok)
+    r = request(w, "alice", "unlock status", tok, coaps=True)
     assert r.returncode == 0 and "scope 'unlock status'" in r.stdout, (r.stdout, r.stderr)
     r = unlock(w, tok)
     assert r.returncode == 0 and "unlock: 2.04" in r.stdout, (r.stdout, r.stderr)

@@ -1,10 +1,13 @@
 """Bench AS (issue 10): the token endpoint over real CoAP (aiocoap client,
-CBOR, RFC 9200 sec. 5.8), policies applied (the seeds' Alice, Bob, Trudy),
+CBOR, RFC 9200 sec. 5.8) and over CoAPS with the phone's certificate
+(python-mbedtls), policies applied (the seeds' Alice, Bob, Trudy),
 RFC 9200 error codes on refusal; every minted token verifies in the lock's
 own trust core (firmware/trust under CPython) and is bound to the phone's
-key (a PoP signature with it checks, with another key fails)."""
+key (a PoP signature with it checks, with another key fails); pycose and
+python-cwt accept them too."""
 import asyncio
 import datetime
+import time
 from zoneinfo import ZoneInfo
 
 import cbor2
@@ -217,3 +220,87 @@ def test_lock_resources_refuse_a_phone(bench):
     assert asyncio.run(get("time")) == (4 << 5) | 1          # 4.01: locks only, over the uplink
     assert asyncio.run(get("trl?after=0")) == (4 << 5) | 1
     assert asyncio.run(get("nothing")) == (4 << 5) | 4
+
+
+def test_independent_libraries_accept_the_as_s_tokens(bench):
+    # pycose checks the COSE_Sign1 signature, python-cwt decodes the claims
+    # (exp and exi tokens alike): the AS mints standard CWTs.
+    import cwt as pycwt
+    from cryptography.hazmat.primitives import serialization
+    from pycose.keys import EC2Key
+    from pycose.keys.curves import P256
+    from pycose.messages import Sign1Message
+    home, keys, srv, clock = bench
+    clock.t = int(time.time())
+    pub = ch.pub_bytes(home.as_key)
+    for aud, scope in (("front-door", "unlock"), ("car", "trunk")):
+        code, body = ask(srv, "alice-phone", keys["alice"], aud, scope)
+        assert code == "2.01", body
+        msg = Sign1Message.decode(body[T.ACCESS_TOKEN])
+        msg.key = EC2Key(crv=P256, x=pub[1:33], y=pub[33:])
+        assert msg.verify_signature()
+        pem = home.as_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+        claims = pycwt.decode(body[T.ACCESS_TOKEN], pycwt.COSEKey.from_pem(pem, alg="ES256", kid=home.kid))
+        assert claims[3] == aud and claims[9] == scope and claims[8] == {1: ch.cose_key_ec2(keys["alice"])}
+        assert (40 in claims) == (aud == "car")
+
+
+def test_a_phone_over_coaps_with_its_certificate(bench):
+    # The token endpoint over CoAPS: the phone authenticated by the client
+    # certificate the AS issued it, so client_id must be its own.
+    from cryptography.hazmat.primitives import serialization
+
+    from lockctl.authserver.clients import CoapsClient, request_token_coaps
+    from lockctl.dtls import DtlsError
+    home, keys, srv, clock = bench
+    certs = {u: home.issue_phone_cert(u + "-phone") for u in ("alice", "bob")}
+
+    def coaps(who, client_id=None, scope="unlock", cert=None):
+        return request_token_coaps("127.0.0.1", srv.coaps_port, client_id or who + "-phone", keys[who],
+                                   cert or certs[who], home.ca_der, "front-door", scope)
+
+    code, body = coaps("alice", scope="unlock status")
+    assert code == "2.01" and body[T.SCOPE] == "unlock status"
+    tok = verifier(home, "front-door").verify(body[T.ACCESS_TOKEN], now_s=MONDAY_10)
+    assert tok.claims.sub == "alice" and pop_ok(tok, keys["alice"], "front-door")
+    # Bob's certificate, Alice's client_id (and Bob's key: req_cnf is checked after).
+    code, body = request_token_coaps("127.0.0.1", srv.coaps_port, "alice-phone", keys["bob"], certs["bob"],
+                                     home.ca_der, "front-door", "unlock")
+    assert code == "4.01" and body[T.ERROR] == T.INVALID_CLIENT
+    # A lock's certificate is no phone's: no token; a phone's is no lock's: no uplink.
+    der = lambda k: k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    with CoapsClient("127.0.0.1", srv.coaps_port, certs["bob"], der(keys["bob"]), home.ca_der) as c:
+        assert c.cbor("GET", "time")[0] == "4.01"
+        assert c.cbor("POST", "audit", {"lock": "front-door", "boot": 1, "dropped": 0, "records": []})[0] == "4.01"
+    # A certificate issued again: the old one is refused in the handshake's wake.
+    old = certs["bob"]
+    certs["bob"] = home.issue_phone_cert("bob-phone")
+    with pytest.raises(DtlsError):
+        coaps("bob", cert=old)
+    assert coaps("bob")[0] == "2.01"
+
+
+def test_lock_certificates_ask_no_tokens(bench):
+    from cryptography.hazmat.primitives import serialization
+
+    from lockctl.authserver.clients import CoapsClient, token_request_body
+    home, keys, srv, clock = bench
+    k = ch.gen_key()
+    cert = home.issue_lock_cert("shed", k.public_key(), exi=False)
+    kd = k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                         serialization.NoEncryption())
+    with CoapsClient("127.0.0.1", srv.coaps_port, cert, kd, home.ca_der) as c:
+        code, payload, _ = c.request("POST", "token", token_request_body("alice-phone", keys["alice"],
+                                                                         "front-door", "unlock"), 19)
+    assert code == "4.01" and cbor2.loads(payload)[T.ERROR] == T.INVALID_CLIENT
+
+
+def test_phones_over_coaps_only(tmp_path):
+    home, keys, lock_keys = seed.bench_home(str(tmp_path / "as"), MONDAY_10, TZ)
+    try:
+        with Server(home, coap_port=0, coaps_port=0, plain=False) as srv:
+            assert srv.coap_port is None and srv.coap_sock is None
+    finally:
+        home.close()

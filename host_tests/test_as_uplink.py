@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from lockctl import cose_host as ch
 from lockctl.authserver import ca, seed, tokens as T
-from lockctl.authserver.clients import Uplink
+from lockctl.authserver.clients import CoapsClient
 from lockctl.dtls import DtlsError
 from lockctl.provision import _cert
 from lockctl.authserver.server import Server
@@ -40,7 +40,7 @@ def bench(tmp_path_factory):
 def uplink(home, srv, device_id, lock_keys, cert=None, key=None):
     cert = cert if cert is not None else bytes(home.store.lock(device_id)["cert_der"])
     key = key if key is not None else lock_keys[device_id]
-    return Uplink("127.0.0.1", srv.coaps_port, cert, der_key(key) if key else None, home.ca_der,
+    return CoapsClient("127.0.0.1", srv.coaps_port, cert, der_key(key) if key else None, home.ca_der,
                   handshake_timeout=5, exchange_timeout=10)
 
 

@@ -1,12 +1,13 @@
 """Bench AS: the certificate authority (PROFILE sec. 1, 7).
 
 The AS key is also the CA: it signs the AS's own CA certificate, the DTLS
-server certificate the uplink presents to locks, and every lock's
-certificate (`issue_lock_cert`, for provisioning). The AS serves DTLS with a
+server certificate the uplink presents to locks, every lock's certificate
+(`issue_lock_cert`, for provisioning) and the phones' client certificates
+for the token endpoint over CoAPS (`issue_phone_cert`). The AS serves DTLS with a
 separate server key (the token-signing key signs nothing but tokens and
 certificates). A lock is known on the uplink by its certificate: exactly
 the one this AS issued it and recorded (store.Store.lock_by_cert), never
-merely one that chains to the CA.
+merely one that chains to the CA; a phone likewise (Store.phone_by_cert).
 """
 import datetime
 import ipaddress
@@ -75,6 +76,19 @@ def issue_lock_cert(as_key, issuer, device_id, lock_public_key, days=LEAF_DAYS):
     cert = _leaf(as_key, issuer, device_id, pub, [x509.DNSName(device_id)],
                  [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days)
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def issue_phone_cert(as_key, issuer, client_id, phone_public_key, days=LEAF_DAYS):
+    """A phone's DTLS client certificate (DER) for the token endpoint over
+    CoAPS: CN = client_id, for the phone's registered PoP key."""
+    cert = _leaf(as_key, issuer, client_id, _p256(phone_public_key), [x509.DNSName(_dns_label(client_id))],
+                 [ExtendedKeyUsageOID.CLIENT_AUTH], days)
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _dns_label(text):
+    # A SAN needs a DNS-shaped name; the CN carries the client_id verbatim.
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text.lower()) or "phone"
 
 
 def issue_server_cert(as_key, issuer, server_key, names, days=LEAF_DAYS):

@@ -29,8 +29,9 @@ examples:
           --weekdays mon-fri --hours 08:00-18:00 --tz Europe/Berlin
   lockctl as policy list
   lockctl as seed --lock front-door --keys phones/ --tz Europe/Berlin   # Alice, Bob, Trudy
-  lockctl as serve                            # CoAP :5783 (token), CoAPS :5784 (locks)
-  lockctl as request --client-id alice-phone --key alice.pem --aud front-door --scope 'unlock status'
+  lockctl as serve                            # CoAPS :5784 (locks, phones), CoAP :5783 (phones)
+  lockctl as request --client-id alice-phone --key phones/alice.pem --aud front-door \
+          --cert phones/alice.crt --ca asdir/as-cert.pem --scope 'unlock status' --out alice.cwt
   lockctl as revoke --lock front-door --user bob
   lockctl as audit --lock front-door
 """
@@ -122,14 +123,31 @@ def cmd_phone_add(a):
         _die("give the phone's key: --key PEM or --pub HEX")
     home.store.add_phone(a.client_id, a.user, pub)
     print("phone %s of %s added (key %s...)" % (a.client_id, a.user, pub[1:9].hex()))
+    if a.cert_out:
+        _write_phone_cert(home, a.client_id, a.cert_out)
+
+
+def _write_phone_cert(home, client_id, path):
+    der = home.issue_phone_cert(client_id)
+    with open(path, "wb") as f:
+        f.write(der)
+    print("certificate for %s (its DTLS client certificate for the token endpoint over CoAPS): %s" % (
+        client_id, path))
+
+
+@_run
+def cmd_phone_cert(a):
+    home = _home(a)
+    _write_phone_cert(home, a.client_id, a.out)
 
 
 @_run
 def cmd_phone_list(a):
     home = _home(a)
-    _table(["id", "client_id", "user", "key", "enabled"],
+    _table(["id", "client_id", "user", "key", "certificate", "enabled"],
            [[p["id"], p["client_id"], p["user"], bytes(p["public_key"])[1:9].hex() + "...",
-             "yes" if p["enabled"] else "no"] for p in home.store.phones()])
+             p["cert_serial"][:16] if p["cert_serial"] else None, "yes" if p["enabled"] else "no"]
+            for p in home.store.phones()])
 
 
 @_run
@@ -292,6 +310,7 @@ def cmd_seed(a):
         with os.fdopen(fd, "wb") as f:
             f.write(ch.key_to_pem(key))
         print("phone key %s" % path)
+        _write_phone_cert(home, user + "-phone", os.path.join(a.keys, "%s.crt" % user))
     _table(_POLICY_HEADERS, _policy_rows(home.store.rules(device_id=a.lock)))
 
 
@@ -299,11 +318,13 @@ def cmd_seed(a):
 def cmd_serve(a):
     from .server import Server
     home = _home(a)
-    srv = Server(home, bind=a.bind or home.cfg["bind"], coap_port=a.coap_port, coaps_port=a.coaps_port,
-                 say=lambda m: print(m, flush=True))
-    print("AS %s: token endpoint coap://%s:%d/token, uplink coaps://%s:%d (locks: /audit /trl /introspect "
-          "/time)" % (home.issuer, a.bind or home.cfg["bind"], srv.coap_port, a.bind or home.cfg["bind"],
-                      srv.coaps_port), flush=True)
+    bind = a.bind or home.cfg["bind"]
+    srv = Server(home, bind=bind, coap_port=a.coap_port, coaps_port=a.coaps_port,
+                 say=lambda m: print(m, flush=True), plain=not a.no_plain)
+    print("AS %s: token endpoint %scoaps://%s:%d/token (phones' certificates); uplink on the same port "
+          "(locks' certificates: /audit /trl /introspect /time)" % (
+              home.issuer, "coap://%s:%d/token (plain, bench) and " % (bind, srv.coap_port) if srv.coap_port
+              else "", bind, srv.coaps_port), flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
@@ -313,15 +334,32 @@ def cmd_serve(a):
 
 
 def cmd_request(a):
-    from .clients import request_token
+    from ..dtls import DtlsError
+    from .clients import request_token, request_token_coaps
     if not os.path.exists(a.key):
         _die("no key at %s" % a.key)
     with open(a.key, "rb") as f:
         key = ch.key_from_pem(f.read())
     try:
-        code, body = asyncio.run(request_token(a.host, a.port, a.client_id, key, a.aud, a.scope))
+        if a.cert:
+            if not a.ca:
+                _die("--cert needs --ca (the AS's as-cert.pem)")
+            from cryptography import x509
+            from cryptography.hazmat.primitives import serialization
+            with open(a.cert, "rb") as f:
+                cert = f.read()
+            with open(a.ca, "rb") as f:
+                ca = x509.load_pem_x509_certificate(f.read()).public_bytes(serialization.Encoding.DER)
+            port = a.port or 5784
+            code, body = request_token_coaps(a.host, port, a.client_id, key, cert, ca, a.aud, a.scope,
+                                             a.server_name or a.host)
+        else:
+            port = a.port or 5783
+            code, body = asyncio.run(request_token(a.host, port, a.client_id, key, a.aud, a.scope))
+    except DtlsError as e:
+        _die(str(e))
     except (OSError, asyncio.TimeoutError) as e:
-        _die("no answer from %s:%d (%s)" % (a.host, a.port, e))
+        _die("no answer from %s:%d (%s)" % (a.host, port, e))
     from . import tokens as T
     if code != "2.01":
         err = body.get(T.ERROR) if isinstance(body, dict) else None
@@ -381,7 +419,13 @@ def add_parser(subparsers):
     s.add_argument("--key", help="the phone's key (PEM; only the public part is stored)")
     s.add_argument("--create-key", action="store_true", help="create --key when missing")
     s.add_argument("--pub", help="or the public key, hex (65-byte uncompressed point)")
+    s.add_argument("--cert-out", metavar="FILE", help="also issue the phone's DTLS client certificate (DER) "
+                   "for the token endpoint over CoAPS")
     cmd("list", cmd_phone_list, "list phones", ph)
+    s = cmd("cert", cmd_phone_cert, "issue a phone's DTLS client certificate (DER; the previous one is "
+            "refused from then on)", ph)
+    s.add_argument("client_id")
+    s.add_argument("--out", required=True)
 
     lk = sub.add_parser("lock", help="add or list locks").add_subparsers(dest="lock_cmd", required=True)
     s = cmd("add", cmd_lock_add, "provision a lock under this AS (its certificate issued here), or "
@@ -446,18 +490,25 @@ def add_parser(subparsers):
     s = cmd("seed", cmd_seed, "load the seeds' people for a lock: Alice (owner, any time), Bob "
             "(weekdays 08:00-18:00), Trudy (trunk only, the next two hours)")
     s.add_argument("--lock", required=True)
-    s.add_argument("--keys", required=True, help="directory for the phones' keys (alice.pem, ...)")
+    s.add_argument("--keys", required=True, help="directory for the phones' keys (alice.pem, ...) and "
+                   "certificates (alice.crt, ...)")
     s.add_argument("--tz", default="UTC", help="the office's time zone (IANA)")
 
-    s = cmd("serve", cmd_serve, "serve the token endpoint (CoAP) and the locks' uplink (CoAPS)")
+    s = cmd("serve", cmd_serve, "serve the token endpoint and the locks' uplink (CoAPS, mutual "
+            "certificates; plain CoAP for phones too unless --no-plain)")
     s.add_argument("--bind")
     s.add_argument("--coap-port", type=int)
     s.add_argument("--coaps-port", type=int)
+    s.add_argument("--no-plain", action="store_true", help="phones over CoAPS only (their certificates)")
 
     s = sub.add_parser("request", help="act as a phone: ask the token endpoint for a token",
-                       description="POST /token (RFC 9200 5.8) over CoAP and save the token.")
+                       description="POST /token (RFC 9200 5.8) and save the token: over CoAPS with the "
+                       "phone's certificate (--cert, --ca), else over plain CoAP.")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=5783)
+    s.add_argument("--port", type=int, help="default 5783 (coap), 5784 (coaps)")
+    s.add_argument("--cert", help="the phone's certificate (DER, from `as phone add --cert-out`): CoAPS")
+    s.add_argument("--ca", help="the AS's CA certificate (as-cert.pem) the AS must chain to")
+    s.add_argument("--server-name", help="name the AS certificate must carry (default --host)")
     s.add_argument("--client-id", required=True)
     s.add_argument("--key", required=True, help="the phone's key (PEM)")
     s.add_argument("--aud", required=True, help="the lock's device id")

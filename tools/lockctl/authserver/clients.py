@@ -1,7 +1,8 @@
 """Bench AS: the other ends, on the host: a phone asking the token endpoint
-(plain CoAP, aiocoap), and a lock's uplink (CoAPS with the lock's
-certificate, lockctl.dtls on python-mbedtls). Used by `lockctl as request`
-and the tests; the lock's own uplink is firmware (PROFILE sec. 7)."""
+(plain CoAP with aiocoap, or CoAPS with its certificate), and a lock's
+uplink (CoAPS with the lock's certificate); CoAPS is lockctl.dtls on
+python-mbedtls. Used by `lockctl as request` and the tests; the lock's own
+uplink is firmware (PROFILE sec. 7)."""
 import asyncio
 
 import cbor2
@@ -12,14 +13,31 @@ from ..dtls import CERT_CIPHERS, CoapOverDtls, DtlsChannel
 from . import tokens
 
 
+def token_request_body(client_id, key, audience, scope):
+    """The CBOR of a token request (RFC 9200 5.8.1) for a phone's PoP key."""
+    return cbor2.dumps({tokens.GRANT_TYPE: tokens.GRANT_CLIENT_CREDENTIALS, tokens.CLIENT_ID: client_id,
+                        tokens.AUDIENCE: audience, tokens.SCOPE: scope,
+                        tokens.REQ_CNF: {1: ch.cose_key_ec2(key)}}, canonical=True)
+
+
+def request_token_coaps(host, port, client_id, key, cert_der, ca_der, audience, scope,
+                        server_name="localhost"):
+    """POST /token over CoAPS, the phone authenticated by the client
+    certificate the AS issued it: (CoAP code text, response map)."""
+    from cryptography.hazmat.primitives import serialization
+    key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    with CoapsClient(host, port, cert_der, key_der, ca_der, server_name) as c:
+        code, payload, _cf = c.request("POST", "token", token_request_body(client_id, key, audience, scope), 19)
+    return code, cbor2.loads(payload) if payload else None
+
+
 async def request_token(host, port, client_id, key, audience, scope, timeout_s=10.0):
-    """POST /token (RFC 9200 5.8.1): (CoAP code text, response map)."""
+    """POST /token over plain CoAP: (CoAP code text, response map)."""
     import aiocoap
-    req = {tokens.GRANT_TYPE: tokens.GRANT_CLIENT_CREDENTIALS, tokens.CLIENT_ID: client_id,
-           tokens.AUDIENCE: audience, tokens.SCOPE: scope, tokens.REQ_CNF: {1: ch.cose_key_ec2(key)}}
     host_part = "[%s]" % host if ":" in host else host
     msg = aiocoap.Message(code=aiocoap.POST, uri="coap://%s:%d/token" % (host_part, port),
-                          payload=cbor2.dumps(req, canonical=True))
+                          payload=token_request_body(client_id, key, audience, scope))
     msg.opt.content_format = 19
     ctx = await aiocoap.Context.create_client_context()
     try:
@@ -54,9 +72,11 @@ class _CertChannel(DtlsChannel):
         return tls.ClientContext(tls.DTLSConfiguration(**kw)), self.server_name
 
 
-class Uplink:
-    """A lock's uplink to the AS (PROFILE sec. 7) on the host: certificate
-    and key DER (None for no client certificate), the AS CA's DER."""
+class CoapsClient:
+    """CoAPS to the AS with a client certificate: a lock's uplink (PROFILE
+    sec. 7) or a phone on the host. Certificate and key DER (None: no
+    client certificate), the AS CA's DER, the name the AS certificate must
+    carry."""
 
     def __init__(self, host, port, cert_der, key_der, ca_der, server_name="localhost",
                  handshake_timeout=10.0, exchange_timeout=20.0):

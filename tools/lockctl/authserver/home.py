@@ -120,6 +120,19 @@ class Home:
         name = None if host in self.cfg["server_names"] else self.cfg["server_names"][0]
         return "coaps://%s:%d" % (h, self.cfg["coaps_port"]), name
 
+    def issue_phone_cert(self, client_id):
+        """Issue and record a DTLS client certificate for a registered
+        phone's key (the token endpoint over CoAPS knows the phone by it).
+        Returns the DER; a certificate issued before is refused from then on."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+        phone = self.store.phone(client_id)
+        if phone is None:
+            raise StoreError("no phone %r" % client_id)
+        pub = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(phone["public_key"]))
+        der = ca.issue_phone_cert(self.as_key, self.issuer, client_id, pub)
+        self.store.set_phone_cert(client_id, der, "%x" % x509.load_der_x509_certificate(der).serial_number)
+        return der
+
     def provision_lock(self, out, device_id, exi=None, uplink_host=None, **kw):
         """`lockctl provision` for a lock this AS serves: the bundle trusts
         this AS's key (issuer, kid), its lock certificate is issued here and

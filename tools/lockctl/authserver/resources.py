@@ -1,11 +1,12 @@
 """Bench AS: its CoAP resources, transport-free. The transport hands in
-the request and who the peer is (`lock`: the row of the lock its DTLS
-certificate names, or None for an unauthenticated peer); the resource
-decides (aiocoap's `authenticated_claims` pattern).
+the request and who the peer is (a Peer: the lock or phone row its DTLS
+certificate names, or Peer.ANON on plain CoAP); the resource decides
+(aiocoap's `authenticated_claims` pattern).
 
 Where PROFILE sec. 7 leaves the encoding open, this AS decides:
 - phones: `POST /token` (RFC 9200 5.8; tokens.py), Content-Format 19
-  (application/ace+cbor) both ways; 2.01, or 4.00/4.01 with an error map.
+  (application/ace+cbor) both ways; 2.01, or 4.00/4.01 with an error map;
+  over CoAPS with the phone's certificate, or over plain CoAP (bench).
 - locks only (an authenticated peer, else 4.01):
   - `POST /audit`, Content-Format 60 (application/cbor): the PROFILE map
     {"lock", "boot", "dropped", "records"}; each record is the lock's
@@ -55,6 +56,29 @@ class Response:
         return "Response(%s, %d bytes)" % (self.code, len(self.payload))
 
 
+class Peer:
+    """Who sent a request: `kind` "lock", "phone" or None (plain CoAP, not
+    authenticated), `row` the store's row for it."""
+    __slots__ = ("kind", "row")
+
+    def __init__(self, kind=None, row=None):
+        self.kind = kind
+        self.row = row
+
+    @property
+    def lock(self):
+        return self.row if self.kind == "lock" else None
+
+    @property
+    def name(self):
+        if self.kind == "lock":
+            return self.row["device_id"]
+        return self.row["client_id"] if self.kind == "phone" else "-"
+
+
+Peer.ANON = Peer()
+
+
 class Problem(Exception):
     """A CoAP error response (4.xx/5.xx) with a short diagnostic payload
     (RFC 7252 5.5.2)."""
@@ -81,9 +105,9 @@ class Resources:
     def now(self):
         return int(self.clock())
 
-    def handle(self, method, path, query, payload, lock=None):
+    def handle(self, method, path, query, payload, peer=Peer.ANON):
         """method: 'GET'/'POST'/...; path: tuple of segments; query: list of
-        'k=v'; lock: the authenticated lock row or None."""
+        'k=v'; peer: a Peer."""
         try:
             if len(payload) > MAX_PAYLOAD:
                 raise Problem("4.13", "payload over %d bytes" % MAX_PAYLOAD)
@@ -93,24 +117,25 @@ class Resources:
             want_method, needs_lock, fn = route
             if method != want_method:
                 raise Problem("4.05", "%s only" % want_method)
-            if needs_lock and lock is None:
+            if needs_lock and peer.lock is None:
                 raise Problem("4.01", "locks only, over the uplink (CoAPS with the lock's certificate)")
-            return fn(self, query, payload, lock)
+            return fn(self, query, payload, peer)
         except Problem as p:
             return p.render()
 
-    def token(self, query, payload, lock):
-        code, body = tokens.token_request(self.home, payload, self.now())
+    def token(self, query, payload, peer):
+        authenticated = None if peer.kind is None else (peer.row if peer.kind == "phone" else False)
+        code, body = tokens.token_request(self.home, payload, self.now(), authenticated)
         return _cbor(code, body, CF_ACE_CBOR)
 
-    def introspect(self, query, payload, lock):
-        code, body = tokens.introspect(self.home, lock, payload, self.now())
+    def introspect(self, query, payload, peer):
+        code, body = tokens.introspect(self.home, peer.lock, payload, self.now())
         return _cbor(code, body, CF_ACE_CBOR)
 
-    def time_(self, query, payload, lock):
+    def time_(self, query, payload, peer):
         return _cbor("2.05", self.now())
 
-    def trl(self, query, payload, lock):
+    def trl(self, query, payload, peer):
         after = 0
         for q in query:
             k, _, v = q.partition("=")
@@ -118,14 +143,15 @@ class Resources:
                 if not v.isdigit() or len(v) > 19:
                     raise Problem("4.00", "after=POS, POS a decimal position")
                 after = int(v)
-        pos, ids, ctis, floor, more = self.home.store.trl(lock["id"], after, self.home.cfg["trl_page"],
+        pos, ids, ctis, floor, more = self.home.store.trl(peer.lock["id"], after, self.home.cfg["trl_page"],
                                                           TRL_BYTES)
         body = {"pos": pos, "ids": ids, "ctis": ctis, "more": more}
         if floor is not None:
             body["exi"] = {self.home.issuer: floor}
         return _cbor("2.05", body)
 
-    def audit(self, query, payload, lock):
+    def audit(self, query, payload, peer):
+        lock = peer.lock
         try:
             m = cbor2.loads(payload)
         except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError):

@@ -65,8 +65,13 @@ phones = Table(
     # The PoP key (RFC 8747 cnf): SEC1 uncompressed P-256 point, 65 bytes.
     Column("public_key", LargeBinary(65), nullable=False),
     Column("enabled", Boolean(create_constraint=True, name="enabled_bool"), nullable=False),
+    # Its DTLS client certificate for the token endpoint over CoAPS, issued
+    # by this AS (ca.py), when it has one.
+    Column("cert_der", LargeBinary, nullable=True),
+    Column("cert_serial", String(40), nullable=True),
     Column("created_s", BigInteger, nullable=False),
     UniqueConstraint("client_id"),
+    UniqueConstraint("cert_serial"),
     CheckConstraint("length(client_id) > 0", name="client_id_nonempty"),
 )
 

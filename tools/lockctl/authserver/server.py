@@ -1,19 +1,21 @@
 """Bench AS: the transports. One thread, one select loop, two UDP sockets:
 
-- CoAPS (DTLS 1.2, python-mbedtls) for locks, PROFILE sec. 7: mutual
-  certificate authentication. The AS presents its server certificate
-  (issued by its CA) and requires a client certificate that chains to its
-  CA (mbedTLS refuses any other in the handshake: self-signed, another CA's,
-  none). After the handshake the peer is the lock whose recorded
-  certificate is exactly the one presented (Store.lock_by_cert); a
+- CoAPS (DTLS 1.2, python-mbedtls), mutual certificate authentication:
+  locks (their uplink, PROFILE sec. 7) and phones (the token endpoint). The
+  AS presents its server certificate (issued by its CA) and requires a
+  client certificate that chains to its CA (mbedTLS refuses any other in
+  the handshake: self-signed, another CA's, none). After the handshake the
+  peer is the lock, or else the phone, whose recorded certificate is
+  exactly the one presented (Store.lock_by_cert, phone_by_cert); a
   CA-signed certificate the AS has not recorded (replaced, or never issued
-  here) ends the session with close_notify. Requests carry that lock.
-- plain CoAP for phones: POST /token only in effect (the lock resources
-  answer 4.01 there). A bench limit: this leg has no client
-  authentication and no confidentiality (RFC 9200 sec. 5 wants DTLS or
-  OSCORE there). The token it returns is bound to the key registered for
-  the client_id, so it opens nothing for whoever else asks, but anyone can
-  learn what a phone is allowed.
+  here) ends the session with close_notify. Requests carry that Peer.
+- plain CoAP for phones (`plain_token`, on by default for the bench):
+  POST /token only in effect (the lock resources answer 4.01 there). This
+  leg has no client authentication and no confidentiality (RFC 9200 sec. 5
+  wants DTLS or OSCORE); the token it returns is bound to the key
+  registered for the client_id, so it opens nothing for whoever else asks,
+  but anyone can learn what a phone is allowed. `lockctl as serve
+  --no-plain` leaves phones CoAPS only.
 
 CoAP messages are aiocoap's codec (aiocoap.Message.encode/decode); a CON
 request gets a piggybacked ACK, a NON a NON; duplicates (same peer, same
@@ -31,7 +33,7 @@ import time
 from mbedtls import pk, tls, x509
 from mbedtls.exceptions import TLSError
 
-from .resources import Resources
+from .resources import Peer, Resources
 
 EXCHANGE_LIFETIME_S = 247        # RFC 7252 4.8.2
 _DEDUP_MAX = 512
@@ -51,11 +53,11 @@ _CERT_CIPHERS = (
 
 
 class _Session:
-    __slots__ = ("buf", "lock", "started", "last", "open")
+    __slots__ = ("buf", "peer", "started", "last", "open")
 
     def __init__(self, buf, now):
         self.buf = buf
-        self.lock = None
+        self.peer = None
         self.started = now
         self.last = now
         self.open = False
@@ -67,7 +69,7 @@ class Server:
     tests and the log: hvr, handshake, refused, fail, closed, request."""
 
     def __init__(self, home, bind="127.0.0.1", coap_port=None, coaps_port=None, max_sessions=32,
-                 clock=time.time, say=None):
+                 clock=time.time, say=None, plain=True):
         self.home = home
         self.resources = Resources(home, clock)
         self.say = say or (lambda msg: None)
@@ -82,9 +84,11 @@ class Server:
         self.dtls_sock = socket.socket(fam, socket.SOCK_DGRAM)
         self.dtls_sock.bind((bind, home.cfg["coaps_port"] if coaps_port is None else coaps_port))
         self.coaps_port = self.dtls_sock.getsockname()[1]
-        self.coap_sock = socket.socket(fam, socket.SOCK_DGRAM)
-        self.coap_sock.bind((bind, home.cfg["coap_port"] if coap_port is None else coap_port))
-        self.coap_port = self.coap_sock.getsockname()[1]
+        self.coap_sock = self.coap_port = None
+        if plain:
+            self.coap_sock = socket.socket(fam, socket.SOCK_DGRAM)
+            self.coap_sock.bind((bind, home.cfg["coap_port"] if coap_port is None else coap_port))
+            self.coap_port = self.coap_sock.getsockname()[1]
 
     def _dtls_conf(self):
         h = self.home
@@ -117,13 +121,15 @@ class Server:
         if self.thread is not None:
             self.thread.join(5)
         self.dtls_sock.close()
-        self.coap_sock.close()
+        if self.coap_sock is not None:
+            self.coap_sock.close()
 
     def serve_forever(self):
+        socks = [self.dtls_sock] + ([self.coap_sock] if self.coap_sock is not None else [])
         while not self._stop.is_set():
-            r, _, _ = select.select([self.dtls_sock, self.coap_sock], [], [], 0.05)
+            r, _, _ = select.select(socks, [], [], 0.05)
             now = time.monotonic()
-            if self.coap_sock in r:
+            if self.coap_sock is not None and self.coap_sock in r:
                 self._plain(now)
             if self.dtls_sock in r:
                 self._dtls(now)
@@ -136,11 +142,11 @@ class Server:
             data, addr = self.coap_sock.recvfrom(MAX_DATAGRAM)
         except OSError:
             return
-        out = self._coap(("coap", addr), data, None, now)
+        out = self._coap(("coap", addr), data, Peer.ANON, now)
         if out is not None:
             self.coap_sock.sendto(out, addr)
 
-    # -- CoAPS (locks) --------------------------------------------------------
+    # -- CoAPS (locks and phones) -------------------------------------------
     def _dtls(self, now):
         try:
             data, addr = self.dtls_sock.recvfrom(MAX_DATAGRAM)
@@ -212,7 +218,7 @@ class Server:
                 if not data:
                     return
                 s.last = now
-                out = self._coap(("coaps", addr), data, s.lock, now)
+                out = self._coap(("coaps", addr), data, s.peer, now)
                 if out is not None:
                     buf.write(out)
                     self._flush(addr, buf)
@@ -231,17 +237,25 @@ class Server:
 
     def _opened(self, addr, s, now):
         cert = s.buf.getpeercert(binary_form=True)
-        lock = self.home.store.lock_by_cert(cert) if cert else None
-        if lock is None:
+        peer = None
+        if cert:
+            row = self.home.store.lock_by_cert(cert)
+            if row is not None:
+                peer = Peer("lock", row)
+            else:
+                row = self.home.store.phone_by_cert(cert)
+                peer = Peer("phone", row) if row is not None else None
+        if peer is None:
             # Chains to the CA (mbedTLS checked) but not a certificate this
-            # AS has on record for any lock: refused.
+            # AS has on record for a lock or an enabled phone: refused.
             self.events.append(("refused", addr, "certificate not on record"))
-            self.say("uplink: %s:%d presented a certificate this AS has not on record: refused" % addr[:2])
+            self.say("coaps: %s:%d presented a certificate this AS has not on record: refused" % addr[:2])
             self._drop(addr, "refused", notify=True)
             return
-        s.open, s.lock, s.last = True, lock, now
-        self.events.append(("handshake", addr, lock["device_id"]))
-        self.say("uplink: %s connected from %s:%d (%s)" % (lock["device_id"], addr[0], addr[1], s.buf.cipher()))
+        s.open, s.peer, s.last = True, peer, now
+        self.events.append(("handshake", addr, peer.name))
+        self.say("%s: %s connected from %s:%d (%s)" % ("uplink" if peer.kind == "lock" else "token",
+                                                      peer.name, addr[0], addr[1], s.buf.cipher()))
 
     def _timers(self, now):
         for addr, s in list(self.sessions.items()):
@@ -255,7 +269,7 @@ class Server:
             self.dedup.popitem(last=False)
 
     # -- CoAP -----------------------------------------------------------------
-    def _coap(self, peer, data, lock, now):
+    def _coap(self, where, data, peer, now):
         """The response datagram for one request datagram, or None."""
         import aiocoap
         import aiocoap.error
@@ -265,11 +279,11 @@ class Server:
             return None      # not CoAP: dropped (RFC 7252 4.2)
         if not req.code.is_request() or req.mtype not in (aiocoap.CON, aiocoap.NON):
             return None      # responses, empty ACK/RST: nothing for a server to do
-        key = (peer, lock["id"] if lock else None, req.mid)
+        key = (where, peer.kind, peer.row["id"] if peer.row else None, req.mid)
         hit = self.dedup.get(key)
         if hit is not None:
             return hit[1]
-        resp = self._respond(req, lock)
+        resp = self._respond(req, peer)
         resp.mid = req.mid if req.mtype == aiocoap.CON else (req.mid + 1) & 0xFFFF
         resp.mtype = aiocoap.ACK if req.mtype == aiocoap.CON else aiocoap.NON
         resp.token = req.token
@@ -279,7 +293,7 @@ class Server:
             self.dedup.popitem(last=False)
         return out
 
-    def _respond(self, req, lock):
+    def _respond(self, req, peer):
         import aiocoap
         from aiocoap.numbers.codes import Code
         bad = [int(o.number) for o in req.opt.option_list()
@@ -290,8 +304,8 @@ class Server:
             method = {aiocoap.GET: "GET", aiocoap.POST: "POST", aiocoap.PUT: "PUT",
                       aiocoap.DELETE: "DELETE"}.get(req.code, str(req.code))
             path = tuple(req.opt.uri_path)
-            res = self.resources.handle(method, path, list(req.opt.uri_query), bytes(req.payload), lock)
-            self.events.append(("request", None, "%s /%s -> %s" % (method, "/".join(path), res.code)))
+            res = self.resources.handle(method, path, list(req.opt.uri_query), bytes(req.payload), peer)
+            self.events.append(("request", peer.name, "%s /%s -> %s" % (method, "/".join(path), res.code)))
             major, _, minor = res.code.partition(".")
             r = self._msg(Code((int(major) << 5) | int(minor)), res.payload, res.cf)
         return r

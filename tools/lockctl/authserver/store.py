@@ -91,6 +91,23 @@ class Store:
             r = c.execute(q).mappings().first()
         return dict(r) if r else None
 
+    def set_phone_cert(self, client_id, cert_der, cert_serial):
+        with self.engine.begin() as c:
+            n = c.execute(update(S.phones).where(S.phones.c.client_id == client_id).values(
+                cert_der=cert_der, cert_serial=cert_serial)).rowcount
+        if n != 1:
+            raise StoreError("no phone %r" % client_id)
+
+    def phone_by_cert(self, cert_der):
+        """The enabled phone whose recorded certificate is exactly `cert_der`
+        (with its user's name), or None."""
+        q = (select(S.phones, S.users.c.name.label("user"), S.users.c.role)
+             .join(S.users, S.users.c.id == S.phones.c.user_id)
+             .where(and_(S.phones.c.cert_der == bytes(cert_der), S.phones.c.enabled.is_(True))))
+        with self.engine.connect() as c:
+            r = c.execute(q).mappings().first()
+        return dict(r) if r else None
+
     def phones(self):
         q = (select(S.phones, S.users.c.name.label("user"))
              .join(S.users, S.users.c.id == S.phones.c.user_id).order_by(S.phones.c.id))

@@ -8,8 +8,11 @@ Token request (POST /token, Content-Format 19 application/ace+cbor), RFC
    9 scope: text (space-separated permissions),
    4 req_cnf: {1: COSE_Key} (the phone's EC2 P-256 key), 38 ace_profile: optional}
 The phone is known by client_id and its registered key: req_cnf must be
-exactly that key (otherwise invalid_client). The policies decide which of
-the requested permissions are granted now and until when.
+exactly that key (otherwise invalid_client). Over CoAPS the phone has also
+authenticated with the client certificate this AS issued it: client_id
+must then be that phone's (a lock, or another phone, is invalid_client).
+The policies decide which of the requested permissions are granted now
+and until when.
 
 Response 2.01 (sec. 5.8.2): {1 access_token, 2 expires_in, 9 scope (what
 was granted), 34 token_type: 2 (pop), 38 ace_profile: 1 (coap_dtls),
@@ -103,15 +106,18 @@ def cose_key_of(point):
     return {1: 2, -1: 1, -2: bytes(point[1:33]), -3: bytes(point[33:65])}
 
 
-def token_request(home, payload, now_s):
-    """(code, response map) for a token request (see the module docstring)."""
+def token_request(home, payload, now_s, peer=None):
+    """(code, response map) for a token request (see the module docstring).
+    `peer`: None on an unauthenticated transport, else the phone row the
+    DTLS client certificate named, or False (an authenticated peer that is
+    not a phone)."""
     try:
-        return _token_request(home, payload, now_s)
+        return _token_request(home, payload, now_s, peer)
     except Refusal as r:
         return r.render()
 
 
-def _token_request(home, payload, now_s):
+def _token_request(home, payload, now_s, peer):
     m = _decode_map(payload)
     gt = m.get(GRANT_TYPE, GRANT_CLIENT_CREDENTIALS)
     if gt != GRANT_CLIENT_CREDENTIALS:
@@ -124,6 +130,9 @@ def _token_request(home, payload, now_s):
         raise Refusal(INVALID_REQUEST, "req_cnf (4) must be {1: COSE_Key} (RFC 8747 3.1)")
     point = cose_key_point(cnf[1])
     store = home.store
+    if peer is not None and (not peer or peer["client_id"] != client_id):
+        raise Refusal(INVALID_CLIENT, "client_id %r is not the phone whose certificate opened this "
+                                      "session" % client_id)
     phone = store.phone(client_id)
     if phone is None or not phone["enabled"]:
         raise Refusal(INVALID_CLIENT, "unknown client %r" % client_id)
