@@ -30,7 +30,7 @@ examples:
   lockctl as policy list
   lockctl as seed --lock front-door --keys phones/ --tz Europe/Berlin   # Alice, Bob, Trudy
   lockctl as serve                            # CoAPS :5784 (locks, phones), CoAP :5783 (phones)
-  lockctl as request --client-id alice-phone --key phones/alice.pem --aud front-door \
+  lockctl as request --client-id alice-phone --key phones/alice.pem --aud front-door \\
           --cert phones/alice.crt --ca asdir/as-cert.pem --scope 'unlock status' --out alice.cwt
   lockctl as revoke --lock front-door --user bob
   lockctl as audit --lock front-door
