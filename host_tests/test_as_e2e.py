@@ -22,12 +22,8 @@ from simlock import free_udp_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tools"))
-# `lockctl as` until cli.py wires it in: the same parser, added the same way.
-AS = [sys.executable, "-c", "import argparse, sys\n"
-      "from lockctl.authserver import add_parser\n"
-      "p = argparse.ArgumentParser(prog='lockctl'); s = p.add_subparsers(dest='cmd', required=True)\n"
-      "add_parser(s); a = p.parse_args(); a.fn(a)", "as"]
 LOCKCTL = [sys.executable, "-m", "lockctl.cli"]
+AS = LOCKCTL + ["as"]
 HEAP = 256 * 1024
 
 
