@@ -117,7 +117,7 @@ FLOW_UNLOCKS = 20
 
 def flow_ok(k):
     with tempfile.TemporaryDirectory() as d:
-        lock = SimLock(d, ble=True, coaps=True, heapsize=k * 1024, start=False)
+        lock = SimLock(d, grow=0, ble=True, coaps=True, heapsize=k * 1024, start=False)
         try:
             try:
                 lock.start()
@@ -155,7 +155,7 @@ def main():
     ap.add_argument("--unlocks", type=int, default=20)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        lock = SimLock(d, ble=True, coaps=True, heapsize=96 * 1024)  # timings, not heap
+        lock = SimLock(d, grow=0, ble=True, coaps=True, heapsize=96 * 1024)  # timings, not heap
         try:
             figs = timings(lock, a.unlocks)
         finally:
@@ -171,7 +171,7 @@ def main():
     print("heap the BLE transport takes (bluetooth up, firmware/ble imported, service registered, "
           "buffers; the lock's other modules already loaded): %s bytes" % ble_cost())
     with tempfile.TemporaryDirectory() as d:
-        lock = SimLock(d, ble=True, coaps=True, heapsize=ESP32_HEAP_BYTES)
+        lock = SimLock(d, grow=0, ble=True, coaps=True, heapsize=ESP32_HEAP_BYTES)
         try:
             up = lock.wait_for("BLE: heap", 10)
             print("lock with BLE and CoAPS on, ESP32 heap (%d bytes): %s at READY, %s once BLE is up"

@@ -89,7 +89,7 @@ print("US", best)
 
 def timings(rounds):
     tmp = tempfile.mkdtemp()
-    lock = SimLock(tmp, coaps=True, heapsize=TIMING_HEAP, config={"lockout": {"max_failures": 100000},
+    lock = SimLock(tmp, grow=0, coaps=True, heapsize=TIMING_HEAP, config={"lockout": {"max_failures": 100000},
                                                                    "token_store": 12})
     try:
         kid, secret = b"bench-psk", os.urandom(16)
@@ -152,7 +152,7 @@ def timings(rounds):
 def serves(heap_k, what):
     tmp = tempfile.mkdtemp()
     try:
-        lock = SimLock(tmp, coaps=True, heapsize=heap_k * 1024, config={"lockout": {"max_failures": 100000}})
+        lock = SimLock(tmp, grow=0, coaps=True, heapsize=heap_k * 1024, config={"lockout": {"max_failures": 100000}})
     except Exception:
         return False
     try:

@@ -89,7 +89,7 @@ def smallest_sim_heap(tmp, lo=8, hi=128):
     def ok(k):
         d = tempfile.mkdtemp(dir=tmp)
         try:
-            lock = SimLock(d, heapsize="%dK" % k)
+            lock = SimLock(d, grow=0, heapsize="%dK" % k)
         except AssertionError:
             return False
         try:
@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--unlocks", type=int, default=200)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lock-bench-") as tmp:
-        lock = SimLock(os.path.join(tmp, "lat"), relock_ms=60000, config={"lockout": {"max_failures": 100000}})
+        lock = SimLock(os.path.join(tmp, "lat"), grow=0, relock_ms=60000, config={"lockout": {"max_failures": 100000}})
         try:
             free, total = ready_heap(lock)
             lat = measure_unlocks(lock, a.unlocks)

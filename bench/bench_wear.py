@@ -82,7 +82,7 @@ class Driven:
     def __init__(self, tmp, heap):
         # Flash wear, not the lockout, is measured: its limit is lifted so that
         # the denials from many addresses do not hold up the later kinds.
-        self.sim = SimLock(tmp, relock_ms=60000, start=False, config={"lockout": {"max_failures": 1000000}})
+        self.sim = SimLock(tmp, grow=0, relock_ms=60000, start=False, config={"lockout": {"max_failures": 1000000}})
         self.script = os.path.join(str(tmp), "driver.py")
         with open(self.script, "w") as f:
             f.write(DRIVER)

@@ -30,11 +30,13 @@ def free_udp_port():
 
 class SimLock:
     def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
-                 start=True, coaps=False, ble=False, **prov):
+                 start=True, coaps=False, ble=False, grow=None, **prov):
         """`start=False`: provision the bundle (and mint tokens for it) but
         start no process; `start()` starts it later. `coaps`: also serve
         CoAPS (DTLS) on a free port (`coaps_port`); off by default, so
-        parallel locks never share 5684. `ble`: also serve BLE, on a virtual
+        parallel locks never share 5684. `grow`: bytes of system heap the GC
+        heap may grow into (None: the ESP32 model, interp.ESP32_HEAP_GROW_BYTES;
+        0: the initial heap is all; a growth is said: `grew()`). `ble`: also serve BLE, on a virtual
         controller pair of its own (lockctl.blelink: the lock's controller on
         a pty, phones at tcp-client:127.0.0.1:`ble_port`, `ble_transport`)."""
         self.dir = str(tmpdir)
@@ -62,6 +64,7 @@ class SimLock:
         self.issuer = self.cfg["as_keys"][0]["issuer"]
         self.flash = os.path.join(self.dir, "flash.img")
         self.heapsize = heapsize
+        self.grow = grow
         self.mpypath = mpypath
         self.proc = None
         self.lines = []
@@ -73,6 +76,8 @@ class SimLock:
         cmd = sim_command(self.bundle, self.flash, ("--presence",) if presence else (), heapsize=self.heapsize)
         self.lines = []
         env = sim_env()
+        if self.grow is not None:
+            env["MICROPY_SIM_HEAP_GROW"] = str(self.grow)
         if self.mpypath:
             env["MICROPYPATH"] = self.mpypath
         if self.link:
@@ -101,6 +106,11 @@ class SimLock:
                 raise AssertionError("lock exited (%s) before %r:\n%s" % (self.proc.returncode, text, self.output()))
             time.sleep(0.02)
         raise AssertionError("timeout waiting for %r:\n%s" % (text, self.output()))
+
+    def grew(self):
+        """The simulator's lines saying the GC heap took an area from the
+        system heap (the board would grow its heap there)."""
+        return [l for l in self.lines if l.startswith("SIM heap: area") and "added" in l]
 
     def events(self):
         return [l[6:] for l in self.lines if l.startswith("EVENT ")]

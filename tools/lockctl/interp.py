@@ -12,10 +12,16 @@ MP_DIR = os.path.join(ROOT, "build", "mp")
 # ports/esp32/mpconfigport.h at 1c3c201149, for CONFIG_IDF_TARGET_ESP32:
 #   #define MICROPY_GC_INITIAL_HEAP_SIZE (56 * 1024)
 # allocated in ports/esp32/main.c (mp_task) and handed to gc_init. The board
-# may add heap areas later (MICROPY_GC_SPLIT_HEAP_AUTO) from whatever ESP-IDF
-# has left, which Wi-Fi and NimBLE share; the simulator holds the firmware to
-# the initial area, so what runs here fits on a board before any growth.
+# adds heap areas later (MICROPY_GC_SPLIT_HEAP_AUTO) from whatever ESP-IDF
+# has left, which Wi-Fi, lwIP, NimBLE and mbedTLS's buffers share; the same
+# header sizes the initial heap so that it "can grow the heap once (double
+# it) and still have enough internal RAM to start WiFi and make a HTTPS
+# request". The simulator models that (boards/unix/variant/sysheap.c): the
+# initial area, and a system heap of ESP32_HEAP_GROW_BYTES it may grow into
+# once, each growth said on stderr ("SIM heap: area ... added"), so a test
+# can tell what fits before any growth from what needs the board to grow.
 ESP32_HEAP_BYTES = 56 * 1024
+ESP32_HEAP_GROW_BYTES = 56 * 1024
 
 
 class InterpreterMissing(RuntimeError):
@@ -59,9 +65,11 @@ def micropython_cmd(heapsize=ESP32_HEAP_BYTES):
     return [micropython_exe(), "-X", "heapsize=%s" % heapsize]
 
 
-def mp_env(mpypath=None):
+def mp_env(mpypath=None, grow=ESP32_HEAP_GROW_BYTES):
     """Environment for the interpreter: frozen modules first (they are the
-    firmware), then the simulator's board directory."""
+    firmware), then the simulator's board directory; `grow`: the bytes of
+    system heap the GC heap may grow into (0: never grows)."""
     env = dict(os.environ)
     env["MICROPYPATH"] = mpypath or ".frozen:" + os.path.join(ROOT, "boards", "unix")
+    env["MICROPY_SIM_HEAP_GROW"] = str(int(grow))
     return env

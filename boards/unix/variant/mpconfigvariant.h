@@ -5,3 +5,14 @@
 #define MICROPY_CONFIG_ROM_LEVEL (MICROPY_CONFIG_ROM_LEVEL_EXTRA_FEATURES)
 #define MICROPY_FLOAT_IMPL (MICROPY_FLOAT_IMPL_FLOAT)
 #include "variants/mpconfigvariant_common.h"
+
+// The ESP32 port's split heap: the initial area (-X heapsize, 56 KiB as
+// MICROPY_GC_INITIAL_HEAP_SIZE) grows from a modelled system heap
+// (sysheap.c: MICROPY_SIM_HEAP_GROW bytes; none unless it is set).
+#define MICROPY_GC_SPLIT_HEAP (1)
+#define MICROPY_GC_SPLIT_HEAP_AUTO (1)
+#include <stdlib.h>
+void *sim_sysheap_alloc(size_t size);
+void sim_sysheap_free(void *p);
+#define MP_PLAT_ALLOC_HEAP(size) sim_sysheap_alloc(size)
+#define MP_PLAT_FREE_HEAP(p) sim_sysheap_free(p)
