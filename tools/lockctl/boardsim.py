@@ -258,34 +258,52 @@ class BoardSim:
 def add_parser(subparsers):
     """`lockctl board`: run a simulated board in the foreground."""
     s = subparsers.add_parser("board", help="run a simulated board (the simulator's interpreter on a "
-                                            "pseudo-terminal, littlefs root) for lockctl deploy / mpremote")
+                                            "pseudo-terminal, littlefs root) for lockctl deploy / mpremote",
+                              description="A board stand-in: its REPL (raw REPL included) on DIR/ttyBOARD,\n"
+                                          "its filesystem a littlefs image, boot.py and main.py run at reset\n"
+                                          "(the simulator's interpreter; Ctrl-C or a kill powers it off).",
+                              epilog="example:\n  lockctl board --dir var/board &\n  lockctl deploy --board unix "
+                                     "--port var/board/ttyBOARD --bundle mylock\n  mpremote connect "
+                                     "var/board/ttyBOARD fs ls :",
+                              formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     s.add_argument("--dir", default=os.path.join(ROOT, "var", "board"),
                    help="where the port (DIR/ttyBOARD), flash.img and console.log live (default var/board)")
     s.add_argument("--flash", help="littlefs image (default DIR/flash.img, created blank)")
     s.add_argument("--firmware", choices=("frozen", "lib"), default="frozen",
                    help="frozen: the lock's modules are in the interpreter (as a lock firmware image); "
                         "lib: a stock board, the modules must be deployed as .mpy in /lib")
-    s.add_argument("--heap", default=None, help="GC heap, e.g. 56K (default: the ESP32's 56 KiB; "
-                                                "--firmware lib needs more, see boards/unix/board.json)")
+    s.add_argument("--heap", default=None,
+                   help="GC heap, e.g. 64K (default boards/unix/board.json: \"heap\", the ESP32's 56 KiB plus "
+                        "what the stand-in's own Python holds; \"heap_lib\" with --firmware lib)")
     s.add_argument("--blocks", type=int, default=None, help="flash size in 4096-byte blocks (default 128)")
     s.set_defaults(fn=cmd_board)
 
 
+def _stop_on_signal(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_board(a):
     heap = a.heap
-    if heap is None and a.firmware == "lib":
-        heap = board_profile("unix").get("heap_lib")
+    if heap is None:
+        heap = board_profile("unix").get("heap_lib" if a.firmware == "lib" else "heap")
     try:
         interp.ensure_built()
-        b = BoardSim(a.dir, a.flash, a.firmware, heap, a.blocks, echo=lambda l: print(l, flush=True))
+        blocks = a.blocks or board_profile("unix").get("flash_blocks")
+        b = BoardSim(a.dir, a.flash, a.firmware, heap, blocks, echo=lambda l: print(l, flush=True))
         b.start()
     except (BoardError, RuntimeError) as e:
         print("lockctl: error: %s" % e, file=sys.stderr)
         sys.exit(2)
     print("board: port %s (firmware %s, heap %s); mpremote connect %s; Ctrl-C powers off" % (
         b.port, a.firmware, b.heapsize, b.port), flush=True)
+    # Ctrl-C or a kill powers the board off (the interpreter goes with it;
+    # were this process killed outright, the closed pty hangs it up).
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     try:
-        signal.pause() if hasattr(signal, "pause") else time.sleep(1e9)
+        while True:
+            signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
@@ -300,3 +318,16 @@ def board_profile(name):
             return json.load(f)
     except FileNotFoundError:
         return {}
+
+
+def main(argv=None):
+    """`python -m lockctl.boardsim board ...` (what `lockctl board` runs)."""
+    import argparse
+    p = argparse.ArgumentParser(prog="lockctl")
+    add_parser(p.add_subparsers(dest="cmd", required=True))
+    a = p.parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

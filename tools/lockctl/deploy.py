@@ -466,7 +466,11 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
 def add_parser(subparsers):
     """`lockctl deploy`."""
     s = subparsers.add_parser("deploy", help="copy the firmware (.mpy for the board's architecture, unless "
-                                             "frozen) and a bundle to a board with mpremote, verify, reset")
+                                             "frozen) and a bundle to a board with mpremote, verify, reset",
+                              description="Probe the board (architecture, frozen firmware), copy the .mpy "
+                                          "(unless frozen), the bundle (never as-key.pem) and boot.py/main.py "
+                                          "with mpremote, check every file's SHA-256 on the board, then reset "
+                                          "it. Files already on the board with the same hash are not copied.")
     s.add_argument("--port", required=True, help="serial port of the board: /dev/ttyUSB0, or DIR/ttyBOARD "
                                                  "of `lockctl board`")
     s.add_argument("--bundle", required=True, help="the lock's bundle (as-key.pem beside it is never copied)")
