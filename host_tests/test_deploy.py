@@ -93,9 +93,26 @@ def lib_board(tmp_path_factory):
     d = tmp_path_factory.mktemp("libboard")
     b = BoardSim(str(d / "board"), firmware="lib", heapsize=UNIX["heap_lib"]).start()
     b.bundle, b.coap, b.coaps = make_bundle(d / "bundle")
+    b.deployed = False
     b.wait_for(">>> ", 20)
     yield b
     b.stop()
+
+
+def deployed(b):
+    """The lib board with the lock deployed and started (pytest-xdist may
+    run any of these tests first on its worker)."""
+    if not b.deployed:
+        start = len(b.lines)
+        dp.deploy(b.port, b.bundle, board="unix", say=lambda *a: None)
+        b.wait_for("READY", 30, start)
+        b.deployed = True
+    return b
+
+
+def last_boot(b):
+    boots = [int(m.group(1)) for m in (re.search(r"lock deploy-lock: boot (\d+)", l) for l in b.lines) if m]
+    return boots[-1] if boots else 0
 
 
 def test_deploy_copies_verifies_resets_and_the_lock_opens_over_coaps(lib_board, tmp_path):
@@ -116,13 +133,14 @@ def test_deploy_copies_verifies_resets_and_the_lock_opens_over_coaps(lib_board, 
     assert b.hard_resets() == 1
     assert "firmware /lib" in b.wait_for("lock deploy-lock: boot 1", 1, start)
     print("\ndeploy of %d files: %.1f s" % (n, took))
+    b.deployed = True
     r = unlock(b.bundle, b.coap, b.coaps, tmp_path)
     assert r.returncode == 0 and "unlock: 2.04" in r.stdout, (r.stdout, r.stderr, "\n".join(b.lines[-30:]))
     b.wait_for("EVENT unlocked", 10, start)
 
 
 def test_the_as_private_key_is_never_copied(lib_board, tmp_path):
-    b = lib_board
+    b = deployed(lib_board)
     with open(os.path.join(b.bundle, dp.AS_KEY_FILE), "rb") as f:
         as_key = f.read()
     import hashlib
@@ -150,7 +168,7 @@ def test_the_as_private_key_is_never_copied(lib_board, tmp_path):
 
 
 def test_a_hash_mismatch_stops_before_the_reset_and_a_redeploy_repairs_it(lib_board):
-    b = lib_board
+    b = deployed(lib_board)
     resets = b.hard_resets()
 
     def corrupt():
@@ -167,20 +185,21 @@ def test_a_hash_mismatch_stops_before_the_reset_and_a_redeploy_repairs_it(lib_bo
 
 
 def test_redeploy_is_idempotent(lib_board, tmp_path):
-    b = lib_board
+    b = deployed(lib_board)
     before = board_files(b)
+    boot = last_boot(b)
     start = len(b.lines)
     d = dp.deploy(b.port, b.bundle, board="unix", say=lambda *a: None)
     assert d["copied"] == 0 and d["unchanged"] == d["verified"] == len(d["files"]), d
     b.wait_for("READY", 30, start)
     # The lock's own files (log, state) survive a deploy: this is its next boot.
-    assert re.search(r"boot [3-9]", b.wait_for("lock deploy-lock: boot", 1, start))
+    assert last_boot(b) == boot + 1, b.lines[start:]
     r = unlock(b.bundle, b.coap, b.coaps, tmp_path)
     assert r.returncode == 0 and "unlock: 2.04" in r.stdout, (r.stdout, r.stderr)
     # Last: mpremote interrupts the lock, as on a board.
     after = board_files(b)
-    deployed = {dst for _, dst in d["files"]}
-    assert {p: h for p, h in before.items() if p in deployed} == {p: h for p, h in after.items() if p in deployed}
+    ours = {dst for _, dst in d["files"]}
+    assert {p: h for p, h in before.items() if p in ours} == {p: h for p, h in after.items() if p in ours}
 
 
 def test_a_frozen_firmware_board_gets_the_bundle_only_and_opens(tmp_path):
@@ -219,3 +238,15 @@ def test_clear_errors_for_a_missing_port_and_a_board_that_does_not_answer(tmp_pa
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_data_root_that_hides_a_firmware_package_is_refused(tmp_path):
+    """The board runs main.py with '' (the root) first on sys.path and
+    MicroPython imports a directory without __init__ as a package: a lock
+    directory /lock would be imported as `lock` from the second boot on."""
+    made = dp.compile_firmware("unix", UNIX, str(tmp_path))
+    assert dp.shadowed({"files": {"root": "/lock", "bundle": "/bundle"}}, made) == [
+        "root /lock hides the firmware's `lock`"]
+    assert dp.shadowed({"files": {"root": "/data", "bundle": "/bundle"}}, made) == []
+    assert dp.shadowed({"files": {"root": "/data/lock"}}, made) == []
+    assert dp.shadowed(UNIX, made) == []
