@@ -74,8 +74,12 @@ def main():
     except config.ConfigError as e:
         print("FATAL configuration: %s" % e)
         sys.exit(3)
-    app = LockApp(cfg, "/flash/lock", act, clock, say, coaps)
-    coaps = None
+    # The uplink to the AS (PROFILE sec. 7): its connector, whose DTLS
+    # context is made for a session only (coap/dtls_client.py).
+    from coap import dtls_client
+    uplink = dtls_client.from_config(cfg, a["bundle"], say)
+    app = LockApp(cfg, "/flash/lock", act, clock, say, coaps, uplink)
+    coaps = uplink = None
     ble = cfg.ble_enabled and ble_up(app)
     if not endpoints and not ble:
         print("FATAL: no transport enabled")

@@ -33,9 +33,11 @@ def _mkdir(path):
 
 
 class LockApp:
-    def __init__(self, cfg, root, actuator, clock, say=print, coaps=None):
+    def __init__(self, cfg, root, actuator, clock, say=print, coaps=None, uplink=None):
         """`coaps`: (socket, coap.dtls.Contexts made first at boot:
-        lock.endpoints.coaps) for the CoAPS server, or None."""
+        lock.endpoints.coaps) for the CoAPS server, or None. `uplink`: the
+        board's connect() for the uplink to the AS (coap.dtls_client), or
+        None (no uplink)."""
         self.cfg = cfg
         self.clock = clock
         self.actuator = actuator
@@ -71,7 +73,22 @@ class LockApp:
         self.dtls = None
         if coaps is not None:
             self._dtls(*coaps)
+        self.cursors = [0, None]  # the uplink's [trl_pos, last good wall time] (state.py)
         self._restore()
+        self.uplink = None
+        if uplink is not None and cfg.uplink.enabled:
+            from lock.uplink import Uplink
+            if cfg.uplink.ca_der is not None and hasattr(uplink, "retarget"):
+                # A rebinding (lock.rebind) replaced the bundle's AS after
+                # the board made the connector from the bundle.
+                try:
+                    uplink.retarget()
+                except Exception as e:
+                    say("uplink: off (cannot follow the rebinding: %s)" % (e,))
+                    uplink = None
+        if uplink is not None and cfg.uplink.enabled:
+            self.uplink = Uplink(cfg.uplink, cfg.device_id, self.log, clock, self.authz, self.cursors,
+                                 self.persist, uplink, say, buf=self.dtls.buf if self.dtls is not None else None)
 
     def _restore(self):
         """PROFILE sec. 6: a damaged or unreadable state file (or none on a
@@ -86,6 +103,8 @@ class LockApp:
             status = state.DAMAGED
         issuers = [k.issuer for k in self.cfg.as_keys]
         raws = state.restore(st, self.verifier, issuers)
+        if st.uplink is not None:
+            self.cursors[0], self.cursors[1] = st.uplink
         kept = 0
         if status == state.DAMAGED:
             self.verifier.exi.blocked = True
@@ -124,7 +143,9 @@ class LockApp:
     def persist(self):
         """Save the state; raises OSError (said) when it cannot be written."""
         try:
-            self.statefile.save(state.snapshot(self.verifier, self.store))
+            c = self.cursors
+            self.statefile.save(state.snapshot(self.verifier, self.store,
+                                               c if c[0] or c[1] is not None else None))
             self.verifier.exi.dirty = False
         except (OSError, MemoryError) as e:
             self.say("state: cannot save: %s" % e)
@@ -196,6 +217,8 @@ class LockApp:
         (`coaps`). Raises ValueError for a "coaps" endpoint without it."""
         from coap import udp
         tasks = [asyncio.create_task(self._relock())]
+        if self.uplink is not None:
+            tasks.append(asyncio.create_task(self.uplink.run()))
         for sock, transport in endpoints:
             if transport == "coaps":
                 if self.dtls is None or self.dtls.sock is not sock:

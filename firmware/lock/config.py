@@ -95,7 +95,7 @@ class Config:
         self.ble_stall_ms = int(ble.get("stall_s", 5)) * 1000
         self.ble_idle_ms = int(ble.get("idle_s", 10)) * 1000
         self.ble_conn_ms = int(ble.get("conn_s", 30)) * 1000
-        self.uplink = d.get("uplink", {})
+        self.uplink = uplink(d.get("uplink") or {})
         self.relock_ms = int(d.get("relock_ms", 5000))
         # Table sizes: the defaults fit the ESP32's 56 KiB heap with every
         # table full at once (host_tests/test_e2e_capacity.py measures it).
@@ -123,6 +123,131 @@ class Config:
                                            action, r.get("channel", path)))
         if self.skew_s < 0 or self.relock_ms <= 0:
             raise ConfigError("clock_skew_s and relock_ms must be positive")
+
+
+class Uplink:
+    """The uplink to the AS (PROFILE sec. 7; lock/uplink.py), from lock.json's
+    "uplink" object:
+
+        "uri": "coaps://HOST:PORT"   the AS (coaps: DTLS, certificate mode,
+                                     the default port 5684; "coap://" plain
+                                     CoAP, development only, port 5683)
+        "ca": "as-cert.pem"          bundle file (PEM or DER) holding the AS
+                                     certificate, or the CA that issued it
+        "name": null                 the name the AS certificate must carry
+                                     (SAN, else CN); default: the URI's host
+        "audit_s": 10, "trl_s": 300, "time_s": 3600   how often each runs
+        "retry_s": 5, "max_retry_s": 600   backoff after a failed round
+        "batch_bytes": 1024          /audit payload cap (one datagram)
+        "min_free_bytes": 8192       heap that must be free (after a
+                                     collection) to open a session: the
+                                     decisions' room comes first
+
+    `enabled` is False when "uri" is null or absent."""
+
+    def __init__(self, d):
+        uri = d.get("uri")
+        self.enabled = uri is not None
+        self.scheme = self.host = None
+        self.port = 0
+        if self.enabled:
+            if not isinstance(uri, str):
+                raise ConfigError("uplink.uri: text or null")
+            self.scheme, self.host, self.port = parse_uri(uri)
+        self.ca = d.get("ca", "as-cert.pem")
+        self.ca_der = None  # the AS certificate itself, when a rebinding gave it
+        self.name = d.get("name")
+        self.audit_ms = _seconds(d, "audit_s", 10)
+        self.trl_ms = _seconds(d, "trl_s", 300)
+        self.time_ms = _seconds(d, "time_s", 3600)
+        self.retry_ms = _seconds(d, "retry_s", 5)
+        self.max_retry_ms = max(self.retry_ms, _seconds(d, "max_retry_s", 600))
+        self.batch_bytes = int(d.get("batch_bytes", 1024))
+        self.min_free = int(d.get("min_free_bytes", 8192))
+        if not 256 <= self.batch_bytes <= 1024:
+            raise ConfigError("uplink.batch_bytes: 256 to 1024 (one datagram)")
+        if not isinstance(self.ca, str) or not self.ca or (self.name is not None and not isinstance(self.name, str)):
+            raise ConfigError("uplink.ca: a bundle file name; uplink.name: text or null")
+
+
+def _seconds(d, key, default):
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise ConfigError("uplink.%s: a positive number of seconds" % key)
+    return int(v * 1000)
+
+
+def uplink(d):
+    if not isinstance(d, dict):
+        raise ConfigError("uplink: an object")
+    return Uplink(d)
+
+
+def parse_uri(uri):
+    """("coap" | "coaps", host, port) of "coap[s]://HOST[:PORT][/]" (an IPv6
+    literal in brackets); ConfigError for anything else (a path among it:
+    the AS resources are at its root, PROFILE sec. 7)."""
+    for scheme, port in (("coaps", 5684), ("coap", 5683)):
+        pre = scheme + "://"
+        if uri.startswith(pre):
+            rest = uri[len(pre):]
+            if rest.endswith("/"):
+                rest = rest[:-1]
+            if "/" in rest or "?" in rest or "#" in rest or not rest:
+                raise ConfigError("uplink.uri: %s: no path, query or fragment" % uri)
+            host = rest
+            if rest.startswith("["):
+                end = rest.find("]")
+                if end < 0:
+                    raise ConfigError("uplink.uri: %s: unclosed IPv6 literal" % uri)
+                host = rest[1:end]
+                rest = rest[end + 1:]
+                if rest and not rest.startswith(":"):
+                    raise ConfigError("uplink.uri: %s" % uri)
+                rest = rest[1:] if rest else ""
+            elif ":" in rest:
+                host, rest = rest.split(":", 1)
+            else:
+                rest = ""
+            if rest:
+                if not rest.isdigit() or not 0 < int(rest) < 65536:
+                    raise ConfigError("uplink.uri: %s: bad port" % uri)
+                port = int(rest)
+            if not host:
+                raise ConfigError("uplink.uri: %s: no host" % uri)
+            return scheme, host, port
+    raise ConfigError("uplink.uri: %s: coap:// or coaps:// expected" % uri)
+
+
+def _der_from_pem(data):
+    # The first certificate of a PEM file as DER (DER is returned as it is).
+    begin = b"-----BEGIN CERTIFICATE-----"
+    i = data.find(begin)
+    if i < 0:
+        return bytes(data)
+    j = data.find(b"-----END", i)
+    if j < 0:
+        raise ConfigError("uplink.ca: truncated PEM")
+    body = b"".join(data[i + len(begin):j].split())
+    try:
+        return binascii.a2b_base64(body)
+    except Exception:
+        raise ConfigError("uplink.ca: bad PEM")
+
+
+def uplink_trust(cfg, bundle):
+    """(AS certificate or CA as DER, the name the AS certificate must carry)
+    for the uplink's DTLS client (PROFILE sec. 7). ConfigError when the file
+    cannot be read."""
+    u = cfg.uplink
+    der = u.ca_der  # set by a rebinding (lock/rebind.py)
+    if der is None:
+        try:
+            with open(bundle + "/" + u.ca, "rb") as f:
+                der = _der_from_pem(f.read())
+        except OSError as e:
+            raise ConfigError("cannot read %s/%s: %s" % (bundle, u.ca, e))
+    return der, u.name or u.host
 
 
 def credentials(cfg, bundle):

@@ -193,6 +193,52 @@ class DecisionLog:
                         out.append(rec)
         return out
 
+    def pending(self):
+        """Is a stored record not yet acknowledged?"""
+        return bool(self._segs) and self._segs[-1][_LAST] > self.acked_seq
+
+    def raw_into(self, buf, pos, end, limit):
+        """For the uplink (PROFILE sec. 7): copy the CBOR payloads of the
+        oldest unacknowledged records, as stored (each is the record's CBOR
+        array), into buf[pos:end], as many whole ones as fit, at most
+        `limit`; nothing is decoded and nothing allocated but the file
+        handle. Returns (records, new pos, seq of the last one or 0).
+        A record whose CRC fails is not sent, nor what follows it in its
+        segment (as records() and the scan at the next open)."""
+        n = 0
+        last = 0
+        after = self.acked_seq
+        mv = memoryview(buf)
+        h = self._rhdr
+        for seg in self._segs:
+            if n >= limit:
+                break
+            if seg[_LAST] <= after:
+                continue
+            with open(self._path(seg[_NUM]), "rb") as f:
+                done = 0
+                prev = seg[_FIRST] - 1
+                while done < seg[_END] and n < limit:
+                    if f.readinto(h) != _HDR:
+                        break
+                    size, seq, crc = struct.unpack_from(">HII", h, 0)
+                    if size == 0 or size > _MAX_PAYLOAD or seq <= prev:
+                        break
+                    prev = seq
+                    done += _HDR + size
+                    if seq <= after:
+                        f.seek(done)
+                        continue
+                    if pos + size > end:
+                        return n, pos, last
+                    part = mv[pos:pos + size]
+                    if f.readinto(part) != size or crc32(part, crc32(memoryview(h)[2:6])) != crc:
+                        break  # went bad since the scan: the rest of this segment is not trusted
+                    pos += size
+                    n += 1
+                    last = seq
+        return n, pos, last
+
     def ack(self, upto_seq):
         """The AS has everything <= upto_seq: persist that, then delete the
         segments it covers entirely. Returns acked_seq."""

@@ -1,6 +1,6 @@
 """Persistence of the lock's security state across reboots (PROFILE sec. 6):
-revocations, the exi sequence-number windows (RFC 9200 5.10.3) and stored
-tokens.
+revocations, the exi sequence-number windows (RFC 9200 5.10.3), stored
+tokens and the uplink's cursors (PROFILE sec. 7).
 
 File format (version 3): a CBOR sequence (RFC 8742) of small arrays,
 replaced atomically (a temporary file, then a rename, which littlefs
@@ -12,6 +12,9 @@ commits atomically):
     [3, issuer, floor, [[seq, exi, boot, uptime_s, wall_s|null], ...]]
     [4, token (bytes, at most 1024), used]  one per stored token (used: it
                                           authorized a request with proof)
+    [5, trl_pos, wall_s|null]             the uplink (at most one): the AS's
+                                          revocation-list position applied,
+                                          the last good wall time from the AS
     [9, CRC-32 of every byte before this item]
 
 It is written and read item by item through small buffers: on the ESP32's
@@ -52,6 +55,7 @@ class State:
         self.rc = []
         self.exi = {}
         self.tokens = []
+        self.uplink = None  # [trl_pos, last good wall time (s) or None]
 
 
 class _Writer:
@@ -158,6 +162,11 @@ def _take(st, item, seen_header):
                 or not isinstance(item[2], bool)):
             return False
         st.tokens.append((item[1], item[2]))
+    elif kind == 5:
+        if (len(item) != 3 or st.uplink is not None or not _is_int(item[1]) or item[1] < 0
+                or not (item[2] is None or _is_int(item[2]) and item[2] >= 0)):
+            return False
+        st.uplink = [item[1], item[2]]
     else:
         return False
     return True
@@ -263,6 +272,8 @@ class StateFile:
                     enc([3, iss, floor, entries], w)
                 for raw, used in st.tokens:
                     enc([4, raw, used], w)
+                if st.uplink is not None:
+                    enc([5, st.uplink[0], st.uplink[1]], w)
                 w.flush()
                 enc([9, w.crc], w)
                 w.flush()
@@ -278,9 +289,11 @@ class StateFile:
             pass
 
 
-def snapshot(verifier, store):
-    """The State to save, from the verifier and the token store."""
+def snapshot(verifier, store, uplink=None):
+    """The State to save, from the verifier, the token store and the
+    uplink's [trl_pos, last good wall time] (None: nothing to keep)."""
     st = State()
+    st.uplink = uplink
     st.flags = FLAG_EXI_BLOCKED if verifier.exi.blocked else 0
     st.rh = list(verifier.revoked_hashes)
     st.rc = list(verifier.revoked_ctis)
