@@ -74,9 +74,11 @@ class BoardSim:
     "lib" (they must be in /lib). `heapsize`: bytes of GC heap (int or
     "56K"), default the ESP32's 56 KiB. `blocks`: flash size in 4096-byte
     blocks (default blockdev.BLOCKS, 128 = 512 KiB). `echo`: a callable
-    given each console line as it arrives (None: silent)."""
+    given each console line as it arrives (None: silent). `grow`: bytes of
+    modelled ESP-IDF system heap the GC heap may grow into (None: the
+    ESP32 model of lockctl.interp; 0: never)."""
 
-    def __init__(self, dir, flash=None, firmware="frozen", heapsize=None, blocks=None, echo=None):
+    def __init__(self, dir, flash=None, firmware="frozen", heapsize=None, blocks=None, echo=None, grow=None):
         if firmware not in ("frozen", "lib"):
             raise BoardError("firmware must be 'frozen' or 'lib', not %r" % (firmware,))
         self.dir = os.path.abspath(dir)
@@ -87,6 +89,7 @@ class BoardSim:
         self.heapsize = heapsize or interp.ESP32_HEAP_BYTES
         self.blocks = blocks
         self.echo = echo
+        self.grow = getattr(interp, "ESP32_HEAP_GROW_BYTES", 0) if grow is None else grow
         self.lines = []
         self.resets = []          # (time.monotonic(), exit code) per restart
         self.proc = None
@@ -126,6 +129,7 @@ class BoardSim:
         if self.blocks:
             cmd += ["--blocks", str(self.blocks)]
         env = interp.mp_env(".frozen")
+        env["MICROPY_SIM_HEAP_GROW"] = str(int(self.grow))
         slave = self._board_slave
 
         def child():

@@ -15,10 +15,11 @@ Steps, each an mpremote run on the port:
    stops (flash a new image, or use a stock MicroPython).
 2. copy: the .mpy (mpy-cross -march=<march>) into /lib, the bundle's
    BUNDLE_FILES into /bundle, the board's boot.py, main.py (and
-   board.json), optionally /wifi.json; a file whose SHA-256 on the board
-   is already the host's is skipped (mpremote's own check). The AS
-   private key (as-key.pem, beside the bundle) is never among them, and a
-   file to be copied that holds that key's private scalar stops deploy.
+   board.json), optionally /wifi.json; the board hashes what it holds
+   first (one run) and a file whose SHA-256 is already the host's is not
+   copied. The AS private key (as-key.pem, beside the bundle) is never
+   among them, and a file to be copied that holds that key (PEM, DER or
+   its private scalar, raw or hex) stops deploy.
 3. verify: one run computes the SHA-256 of every copied file on the board
    and deploy compares each with the host's; any difference or missing
    file stops deploy *before* the reset, so a board is never started on a
@@ -325,24 +326,31 @@ def _verify_code(paths):
             "  print('SHA missing',p,e)\n" % (list(paths),))
 
 
-def verify(board, files):
-    """Compare the board's SHA-256 of every file with the host's; returns
-    the number verified; raises DeployError naming every difference."""
-    want = {dst: _sha(src) for src, dst in files}
-    out = board.run(board.cmd("exec", _verify_code(sorted(want))), 60 + len(want), "verify")
+def board_hashes(board, paths, what):
+    """{board path: SHA-256 hex, or None when the board has no such file},
+    computed on the board in one mpremote run."""
+    out = board.run(board.cmd("exec", _verify_code(sorted(paths))), 60 + len(paths), what)
     got = {}
     for line in out.splitlines():
         if line.startswith("SHA "):
             _, h, p = line.split(" ", 2)
             if h == "missing":
-                got[p.split(" ", 1)[0]] = "missing"
+                got[p.split(" ", 1)[0]] = None
             else:
                 got[p] = h
+    return got
+
+
+def verify(board, files):
+    """Compare the board's SHA-256 of every file with the host's; returns
+    the number verified; raises DeployError naming every difference."""
+    want = {dst: _sha(src) for src, dst in files}
+    got = board_hashes(board, want, "verify")
     bad = []
     for dst in sorted(want):
-        h = got.get(dst)
+        h = got.get(dst, "no answer")
         if h != want[dst]:
-            bad.append("%s (board %s, host %s)" % (dst, h[:16] if h else "no answer", want[dst][:16]))
+            bad.append("%s (board %s, host %s)" % (dst, (h or "missing")[:16], want[dst][:16]))
     if bad:
         raise DeployError("hash mismatch on %d file(s), board not reset: %s" % (len(bad), "; ".join(bad)))
     return len(want)
@@ -394,9 +402,11 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
         say("(dry run; the .mpy copies are skipped if the board's firmware is frozen)")
         say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<probe: architecture, free flash, frozen modules>",
                                                     resume=False)))
+        say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<sha256 of %d files: copy those that differ>"
+                                                    % len(files))))
         say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<mkdir %s>" % " ".join(_dirs_of(files)))))
         for src, dst in files:
-            say(" ".join(shlex.quote(x) for x in b.cmd("fs", "cp", src, _remote(dst))))
+            say(" ".join(shlex.quote(x) for x in b.cmd("fs", "cp", "-f", src, _remote(dst))))
         say(" ".join(shlex.quote(x) for x in b.cmd("exec", "<sha256 of %d files>" % len(files))))
         say(" ".join(shlex.quote(x) for x in b.cmd("reset")))
         result.update(files=files, firmware=None, verified=0, seconds=time.monotonic() - t0)
@@ -423,31 +433,36 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
         result["firmware"] = "lib"
     _check_shadowing(profile, made)
     files = plan_files(board, bundle, out, made_copy, profile, wifi)
-    total = sum(os.path.getsize(s) for s, _ in files)
+
+    # What the board already holds is hashed there in one run; only the
+    # files that differ are copied, in one mpremote run (one connection, no
+    # soft reset in between) whose "cp" lines are the progress.
+    say("[hash] SHA-256 of %d files on the board (unchanged ones are not copied)" % len(files))
+    have = board_hashes(dev, [dst for _, dst in files], "hash")
+    todo = [(src, dst) for src, dst in files if have.get(dst) != _sha(src)]
+    total = sum(os.path.getsize(s) for s, _ in todo)
     if 0 <= info["free"] < total:
-        say("warning: %d bytes to copy, %d free on the board (unchanged files need none)" % (total, info["free"]))
+        say("warning: %d bytes to copy, %d bytes free on the board" % (total, info["free"]))
+    result["unchanged"] = len(files) - len(todo)
+    result["copied"] = len(todo)
+    if todo:
+        args = ["exec", _mkdirs_code(_dirs_of(todo))]
+        for src, dst in todo:
+            args += ["+", "fs", "cp", "-f", src, _remote(dst)]
+        by_dst = {dst: src for src, dst in todo}
+        state = {"i": 0}
 
-    # One mpremote run copies everything (one connection, no soft reset in
-    # between); its "cp"/"Up to date" lines are the progress.
-    args = ["exec", _mkdirs_code(_dirs_of(files))]
-    for src, dst in files:
-        args += ["+", "fs", "cp", src, _remote(dst)]
+        def progress(line):
+            if line.startswith("cp "):
+                state["i"] += 1
+                dst = "/" + line.rsplit(" :", 1)[-1].lstrip("/")
+                src = by_dst.get(dst)
+                say("[%d/%d] copying %s (%d bytes)" % (state["i"], len(todo), dst,
+                                                       os.path.getsize(src) if src else 0))
+        dev.run(dev.cmd(*args), 60 + total // 2000, "copy", progress)
+    else:
+        say("every file is already on the board")
     n = len(files)
-    by_dst = {dst: src for src, dst in files}
-    state = {"i": 0}
-
-    def progress(line):
-        if line.startswith("cp "):
-            state["i"] += 1
-            dst = "/" + line.rsplit(" :", 1)[-1].lstrip("/")
-            src = by_dst.get(dst)
-            size = os.path.getsize(src) if src else 0
-            say("[%d/%d] copying %s (%d bytes)" % (state["i"], n, dst, size))
-        elif line.startswith("Up to date:"):
-            result["unchanged"] += 1
-            say("        unchanged on the board: /%s" % line.split(":", 1)[1].strip().lstrip("/"))
-    dev.run(dev.cmd(*args), 60 + total // 2000, "copy", progress)
-    result["copied"] = n - result["unchanged"]
     if before_verify:
         before_verify()
     say("[verify] SHA-256 of %d files on the board" % n)
