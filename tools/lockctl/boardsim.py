@@ -180,6 +180,13 @@ class BoardSim:
                 self.echo(line)
 
     def _loop(self):
+        try:
+            self._bridge()
+        except Exception as e:  # noqa: said on the console, where a test or a person looks
+            self._console(("\n[board: the bridge stopped: %r]\n" % (e,)).encode())
+            raise
+
+    def _bridge(self):
         sel = selectors.DefaultSelector()
         sel.register(self.port_master, selectors.EVENT_READ, "port")
         sel.register(self.board_master, selectors.EVENT_READ, "board")

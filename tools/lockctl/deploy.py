@@ -431,6 +431,8 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
     else:
         made_copy = made
         result["firmware"] = "lib"
+        say("firmware: %d modules as .mpy in /lib; their bytecode goes to the heap, well over an ESP32's "
+            "56 KiB at READY (bench/bench_deploy.py): a board without PSRAM needs the frozen image" % len(made))
     _check_shadowing(profile, made)
     files = plan_files(board, bundle, out, made_copy, profile, wifi)
 
