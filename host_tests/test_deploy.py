@@ -119,7 +119,7 @@ def test_deploy_copies_verifies_resets_and_the_lock_opens_over_coaps(lib_board, 
     b = lib_board
     start = len(b.lines)
     t0 = time.monotonic()
-    r = run("-m", "lockctl.deploy", "deploy", "--port", b.port, "--bundle", b.bundle, "--board", "unix")
+    r = run("-m", "lockctl.cli", "deploy", "--port", b.port, "--bundle", b.bundle, "--board", "unix")
     took = time.monotonic() - t0
     assert r.returncode == 0, (r.stdout, r.stderr, "\n".join(b.lines[-30:]))
     out = r.stdout
@@ -149,7 +149,7 @@ def test_the_as_private_key_is_never_copied(lib_board, tmp_path):
     assert not any("as-key" in p for p in files), files
     assert hashlib.sha256(as_key).hexdigest() not in files.values()
     # Nor in a dry run's plan.
-    r = run("-m", "lockctl.deploy", "deploy", "--port", "/nonexistent", "--bundle", b.bundle, "--board", "unix",
+    r = run("-m", "lockctl.cli", "deploy", "--port", "/nonexistent", "--bundle", b.bundle, "--board", "unix",
             "--dry-run")
     assert r.returncode == 0 and "fs cp" in r.stdout and "as-key" not in r.stdout, (r.stdout, r.stderr)
     # A bundle file that carries the AS key (pasted into lock.json) is refused.
@@ -225,7 +225,7 @@ def test_a_frozen_firmware_board_gets_the_bundle_only_and_opens(tmp_path):
 
 def test_clear_errors_for_a_missing_port_and_a_board_that_does_not_answer(tmp_path):
     bundle, _, _ = make_bundle(tmp_path / "bundle")
-    r = run("-m", "lockctl.deploy", "deploy", "--port", str(tmp_path / "ttyNONE"), "--bundle", bundle,
+    r = run("-m", "lockctl.cli", "deploy", "--port", str(tmp_path / "ttyNONE"), "--bundle", bundle,
             "--board", "unix")
     assert r.returncode == 2 and "does not exist" in r.stderr, (r.stdout, r.stderr)
     # A serial port with nothing behind it (a pty nobody answers on).
