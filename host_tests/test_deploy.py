@@ -250,3 +250,33 @@ def test_a_data_root_that_hides_a_firmware_package_is_refused(tmp_path):
     assert dp.shadowed({"files": {"root": "/data", "bundle": "/bundle"}}, made) == []
     assert dp.shadowed({"files": {"root": "/data/lock"}}, made) == []
     assert dp.shadowed(UNIX, made) == []
+
+
+def test_lockctl_board_serves_mpremote_and_powers_off_on_ctrl_c(tmp_path):
+    import signal
+    d = str(tmp_path / "b")
+    p = subprocess.Popen([sys.executable, "-m", "lockctl.boardsim", "board", "--dir", d], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+    try:
+        line = p.stdout.readline()
+        while line and "board: port" not in line:
+            line = p.stdout.readline()
+        assert "board: port %s/ttyBOARD (firmware frozen" % d in line, line
+        r = subprocess.run([MPREMOTE, "connect", d + "/ttyBOARD", "exec", "import sys; print(sys.path)"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "['', '.frozen', '/lib']" in r.stdout, (r.stdout, r.stderr)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(10)
+    assert not os.path.exists(d + "/ttyBOARD")
+    # The board's interpreter went with it.
+    time.sleep(0.5)
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if (d + "/flash.img").encode() in f.read():
+                    left.append(pid)
+        except OSError:
+            pass
+    assert not left, left
