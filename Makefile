@@ -46,8 +46,10 @@ bench: $(STAMP) mp
 mpy: $(STAMP) mp
 	$(BIN)/python tools/build_mpy.py --out build/mpy
 
+# make deploy PORT=/dev/ttyUSB0 BUNDLE=mylock [BOARD=esp32|esp32c3|unix]
+BOARD ?= esp32
 deploy: $(STAMP) mp
-	$(BIN)/lockctl deploy --port $(PORT) --bundle $(BUNDLE)
+	$(BIN)/lockctl deploy --board $(BOARD) --port $(PORT) --bundle $(BUNDLE)
 
 clean:
 	rm -rf build .pytest_cache

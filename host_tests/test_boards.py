@@ -256,7 +256,11 @@ def test_bad_board_json_fails_closed(tmp_path):
                        ("wdt-short", lambda x: x.update(wdt_timeout_ms=1000)),
                        ("polarity", lambda x: x["pins"]["bolt"].update(active=1)),
                        ("relay-range", lambda x: x["pins"]["relay"].update(pin=40)),
-                       ("relay-missing", lambda x: x["pins"].pop("relay"))):
+                       ("relay-missing", lambda x: x["pins"].pop("relay")),
+                       # a data directory at /lock would hide the firmware's
+                       # `lock` package from every boot after the first
+                       ("root-shadows", lambda x: x["files"].update(root="/lock")),
+                       ("bundle-shadows", lambda x: x["files"].update(bundle="/trust/bundle"))):
         x = json.loads(json.dumps(d))
         edit(x)
         p = tmp_path / (name + ".json")
@@ -267,7 +271,7 @@ def test_bad_board_json_fails_closed(tmp_path):
     r = _run(tmp_path, BAD_DATA % {"cases": cases, "missing": str(tmp_path / "none.json")})
     out = r.stdout
     assert "STARTED" not in out, out + r.stderr
-    for name in ("led-input-only", "dup", "wdt-short", "polarity"):
+    for name in ("led-input-only", "dup", "wdt-short", "polarity", "root-shadows", "bundle-shadows"):
         assert "%s REFUSED [(26, 0)]" % name in out, out
     for name in ("relay-range", "relay-missing", "broken"):
         assert "%s REFUSED []" % name in out, out

@@ -48,6 +48,10 @@ _HOLD_MAX_MS = const(30000)
 current = None              # the started Board
 
 
+# The firmware's packages (firmware/): no data directory may take their names.
+_PACKAGES = ("lock", "trust", "coap", "ble")
+
+
 class BoardError(Exception):
     """board.json is missing or invalid: the lock does not start."""
 
@@ -171,6 +175,13 @@ class Board:
             v = f.get(k)
             if not isinstance(v, str) or not v.startswith("/") or len(v) < 2:
                 raise BoardError("files.%s: an absolute path" % k)
+        # sys.path starts with '' (the root) on the board, and a directory
+        # imports as a package: a data directory named like a firmware
+        # package at the root would hide it from the next boot on.
+        for k in ("root", "bundle"):
+            top = f[k].split("/")[1]
+            if top in _PACKAGES:
+                raise BoardError("files.%s: /%s would hide the firmware's package %r" % (k, top, top))
         self.root, self.bundle, self.wifi = f["root"], f["bundle"], f["wifi"]
         self._bolt = self.bolt.input() if self.bolt else None
         self._door = self.door.input() if self.door else None

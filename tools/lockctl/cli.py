@@ -452,6 +452,8 @@ def cmd_sim(a):
     extra = []
     if a.port:
         extra += ["--port", str(a.port)]
+    if a.presence:
+        extra += ["--presence"]
     heapsize = None
     if a.ble:
         # With BLE (5.6 KB) and CoAPS both serving, the lock needs about
@@ -482,26 +484,6 @@ def cmd_sim(a):
         os.execve(cmd[0], cmd, env)
     except OSError as e:
         _die("cannot start %s: %s" % (cmd[0], e))
-
-
-# deploy (until tools/lockctl/deploy.py brings its own add_parser) -----------
-
-def cmd_deploy(a):
-    from .deploy import DeployError, deploy
-    try:
-        deploy(a.port, a.bundle, a.wifi, a.dry_run)
-    except DeployError as e:
-        _die(str(e))
-
-
-def _add_deploy_parser(sub):
-    s = command(sub, "deploy", "copy firmware (.mpy for xtensawin) and a bundle to an ESP32 with mpremote",
-                DEPLOY_EPILOG)
-    s.add_argument("--port", required=True, help="serial port of the board, e.g. /dev/ttyUSB0")
-    s.add_argument("--bundle", required=True, help="the lock's bundle (lockctl provision --out)")
-    s.add_argument("--wifi", help='JSON file {"ssid": ..., "password": ...} to copy as /wifi.json')
-    s.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
-    s.set_defaults(fn=cmd_deploy)
 
 
 BLE_EPILOG = """\
@@ -540,11 +522,12 @@ def add_external_parsers(sub):
     with add_parser(sub). The one place to wire another one in."""
     from .ble import add_parser as add_ble_parser
     add_ble_parser(sub)
-    from . import deploy as deploy_mod
-    if hasattr(deploy_mod, "add_parser"):
-        deploy_mod.add_parser(sub)
-    else:
-        _add_deploy_parser(sub)
+    from .deploy import add_parser as add_deploy_parser
+    add_deploy_parser(sub)
+    from .boardsim import add_parser as add_board_parser
+    add_board_parser(sub)
+    from .rebind import add_parser as add_rebind_parser
+    add_rebind_parser(sub)
     # The bench AS (tools/lockctl/authserver, `lockctl as`); it needs
     # SQLAlchemy, without which the rest of lockctl still works.
     try:
@@ -675,6 +658,9 @@ an ESP32 without trusted time: tokens relying on exp are refused
                    help="start the virtual BLE controller pair (lockctl.blelink) and give the lock its "
                         "pty; phones use `lockctl ble` (its default --transport)")
     s.add_argument("--ble-port", type=int, default=None, help="TCP port of the phones' side (default 5695)")
+    s.add_argument("--presence", action="store_true",
+                   help="the pairing button held at boot (physical presence): the lock takes the bundle's "
+                        "rebind.cbor (lockctl rebind-record), moving it to another AS")
     s.set_defaults(fn=cmd_sim)
 
     add_external_parsers(sub)

@@ -88,5 +88,5 @@ def add_parser(sub):
     s.add_argument("--as-lock-key", help="a new AS-to-lock key for PSK mode, 32 hex digits")
     s.add_argument("--hint", help="the AS URI the lock gives phones in its hints (default: the issuer)")
     s.add_argument("--out", default="rebind.cbor", help="where to write the record (default rebind.cbor)")
-    s.set_defaults(func=cmd_record)
+    s.set_defaults(fn=cmd_record)
     return s
