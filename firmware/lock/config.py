@@ -139,7 +139,7 @@ class Uplink:
         "audit_s": 10, "trl_s": 300, "time_s": 3600   how often each runs
         "retry_s": 5, "max_retry_s": 600   backoff after a failed round
         "batch_bytes": 1024          /audit payload cap (one datagram)
-        "min_free_bytes": 8192       heap that must be free (after a
+        "min_free_bytes": 12288      heap that must be free (after a
                                      collection) to open a session: the
                                      decisions' room comes first
 
@@ -163,7 +163,7 @@ class Uplink:
         self.retry_ms = _seconds(d, "retry_s", 5)
         self.max_retry_ms = max(self.retry_ms, _seconds(d, "max_retry_s", 600))
         self.batch_bytes = int(d.get("batch_bytes", 1024))
-        self.min_free = int(d.get("min_free_bytes", 8192))
+        self.min_free = int(d.get("min_free_bytes", 12288))
         if not 256 <= self.batch_bytes <= 1024:
             raise ConfigError("uplink.batch_bytes: 256 to 1024 (one datagram)")
         if not isinstance(self.ca, str) or not self.ca or (self.name is not None and not isinstance(self.name, str)):
