@@ -145,9 +145,10 @@ class TestAS(DtlsTestServer):
                 for r in m["records"]:
                     self.receipts[r[0]] = self.receipts.get(r[0], 0) + 1
                     self.stored.setdefault(r[0], r)
-                top = max(self.stored, default=0)
             if self.on_audit is not None and self.on_audit(m) is False:
                 return None
+            with self.lock:
+                top = max(self.stored, default=0)
             code, body = aiocoap.CHANGED, {"seq": self.seq_answer(top) if self.seq_answer else top}
         elif path == "trl" and req.code == aiocoap.GET:
             after = int(dict(q.split("=") for q in req.opt.uri_query).get("after", 0))
@@ -298,7 +299,7 @@ def test_as_dropping_every_other_request(tmp_path):
 
 
 def test_killed_between_upload_and_cursor_write(tmp_path):
-    with _as_for(tmp_path, False, uplink={"audit_s": 5}) as (asrv, lock):
+    with _as_for(tmp_path, False) as (asrv, lock):
         killed = []
 
         armed = []
@@ -310,9 +311,10 @@ def test_killed_between_upload_and_cursor_write(tmp_path):
                 return False
             return True
         asrv.on_audit = on_audit
-        decisions(lock, 12)
+        asrv.drop = lambda n: True            # nothing acknowledged while the decisions come
+        decisions(lock, 15)
+        asrv.drop = None
         armed.append(True)
-        decisions(lock, 3)
         wait(lambda: killed and not lock.alive(), 30, "the kill", lock)
         first = killed[0]
         lock.start()
@@ -338,6 +340,24 @@ def test_an_acknowledgement_of_a_seq_never_sent_is_refused(tmp_path):
         time.sleep(1.5)
         assert len(asrv.batches) == n        # acknowledged now: nothing sent again
         assert asrv.batches[-1] == [1, 2, 3, 4, 5]
+
+
+def test_an_as_that_stores_part_of_a_batch(tmp_path):
+    # The AS stores only the first three records of each request: the lock
+    # frees what was stored and sends the rest again; nothing is lost.
+    with _as_for(tmp_path, False) as (asrv, lock):
+        def on_audit(m):
+            with asrv.lock:
+                for r in m["records"][3:]:
+                    if asrv.stored.get(r[0]) is r:
+                        del asrv.stored[r[0]]
+            return True
+        asrv.on_audit = on_audit
+        asrv.seq_answer = lambda top: top
+        decisions(lock, 20)
+        wait(lambda: len(asrv.stored) >= 20, 60, "20 records at the AS", lock)
+        assert sorted(asrv.stored) == list(range(1, 21))
+        assert all(len(b) <= 23 for b in asrv.batches) and len(asrv.batches) >= 7
 
 
 def test_flood_offline_until_full_uploads_the_dropped_count(tmp_path):
