@@ -295,7 +295,9 @@ def test_as_dropping_every_other_request(tmp_path):
         wait(lambda: len(asrv.stored) >= 30, 60, "30 records at the AS", lock)
         seqs = sorted(asrv.stored)
         assert seqs == list(range(1, 31)), seqs
-        assert asrv.dropped >= 3 and all(n == 1 for n in asrv.receipts.values())
+        # (A retransmission that crosses a late answer is received twice and
+        # stored once: the AS keeps records by seq.)
+        assert asrv.dropped >= 3
 
 
 def test_killed_between_upload_and_cursor_write(tmp_path):
@@ -470,9 +472,9 @@ def test_on_the_initial_heap_area_alone_the_uplink_gives_way(tmp_path):
         except Exception as e:
             res = repr(e)
         print("\ninitial area only: %s" % (res,))
-        said = lock.wait_for("uplink: no session")
+        said = lock.wait_for("uplink: no heap for a session")
         assert "min_free_bytes" in said
-        assert len([l for l in lock.lines if l.startswith("uplink: no session")]) == 1
+        assert len([l for l in lock.lines if l.startswith("uplink: no heap for a session")]) == 1
         assert not asrv.stored
 
 

@@ -88,10 +88,6 @@ class UplinkError(Exception):
     """The AS could not be reached (no handshake, no answer)."""
 
 
-class _NoHeap(Exception):
-    pass
-
-
 class Refusal(UplinkError):
     """The AS answered, but the answer is refused (or is an error code):
     only the job that asked backs off."""
@@ -277,8 +273,7 @@ class Uplink:
         # our own, made at boot while the heap is whole (a block this size
         # is not always there later on a fragmented 56 KiB heap).
         self.buf = buf if buf is not None and len(buf) >= _BUF else bytearray(_BUF)
-        self._empty = bytearray(4)
-        self._ping = bytearray(4)
+        self._small = bytearray(4)  # a CoAP ping or an empty ACK (never both at once)
         r = rand(4)
         self._mid = (r[0] << 8) | r[1]
         self._tok = (r[2] << 8) | r[3]
@@ -288,16 +283,12 @@ class Uplink:
         now = clock.uptime_ms()
         self.next = {"time": now, "trl": now, "audit": now}
         # Figures for tests and benchmarks.
-        self.rounds = 0
         self.rounds_ok = 0
-        self.handshakes = 0
         self.step_ms = 0
         self.chan = None      # the channel kept between rounds
         self.chan_ms = 0      # when it was last used
         self._more = False    # the last /audit round stopped at its batch cap
         self.uploaded = 0
-        self.exchanges = 0
-        self.retransmits = 0
         self.low_heap = None  # smallest gc.mem_free() after a collection inside a round
         self._measured = False
 
@@ -383,7 +374,7 @@ class Uplink:
         # only on a heap with room to spare for the decisions.
         gc.collect()
         if gc.mem_free() < self.cfg.min_free:
-            raise _NoHeap("less than %d bytes of heap free (uplink.min_free_bytes)" % self.cfg.min_free)
+            raise MemoryError("less than %d bytes free (uplink.min_free_bytes)" % self.cfg.min_free)
         chan = self.connect()
         try:
             if hasattr(chan, "cipher"):
@@ -391,7 +382,6 @@ class Uplink:
         except BaseException:
             chan.close()
             raise
-        self.handshakes += 1
         self.chan = chan
         return chan
 
@@ -404,7 +394,6 @@ class Uplink:
         the C heap), saving the handshake's EC operations; a kept session
         that no longer answers (the AS forgot it) is replaced once, at
         once. True when all of them went through."""
-        self.rounds += 1
         left = list(jobs)
         self._measured = False
         retry = self.chan is not None
@@ -439,11 +428,10 @@ class Uplink:
                 except BaseException:
                     self._close()
                     raise
-        except MemoryError:
+        except MemoryError as e:
             gc.collect()
-            why = "no heap for a round"
-        except _NoHeap as e:
-            why = "no session: %s" % e
+            guard = e.args and str(e.args[0]).startswith("less than")
+            why = "no heap for a session%s" % (": %s" % e.args[0] if guard else "")
         except Exception as e:
             why = "%s: %s" % (type(e).__name__, e)
         else:
@@ -466,7 +454,7 @@ class Uplink:
         handshake and resends its flights from inside these calls.
         Nothing is allocated while it waits."""
         self._mid = (self._mid + 1) & 0xFFFF
-        p = self._ping
+        p = self._small
         p[0] = 0x40  # version 1, CON, no token; code 0.00
         p[1] = 0
         p[2] = self._mid >> 8
@@ -507,7 +495,6 @@ class Uplink:
         buf = self.buf
         if chan.write(memoryview(buf)[:build(buf, mid, token)]) is None:
             raise UplinkError("the channel took no request")
-        self.exchanges += 1
         timeout = _ACK_TIMEOUT_MS + (_ACK_TIMEOUT_MS // 2) * self._r16() // 0xFFFF
         sent = self.clock.uptime_ms()
         tries = 0
@@ -536,7 +523,7 @@ class Uplink:
                     else:
                         code, payload, needs_ack, rmid = v
                         if needs_ack:
-                            e = self._empty
+                            e = self._small
                             e[0] = 0x60  # version 1, ACK, no token
                             e[1] = 0
                             e[2] = rmid >> 8
@@ -554,7 +541,6 @@ class Uplink:
                 if tries >= _MAX_RETRANSMIT:
                     raise UplinkError("no answer")
                 tries += 1
-                self.retransmits += 1
                 timeout *= 2
                 chan.write(memoryview(buf)[:build(buf, mid, token)])
                 sent = now
