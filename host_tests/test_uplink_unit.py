@@ -211,8 +211,8 @@ out.append([a[0], a[1][0], bytes(a[1][1]).hex(), a[1][2], a[1][3]])
 for args in ((cbor.encode({"seq": 10}), 0, 10, 10), (cbor.encode({"seq": 30}), 10, 20, 30),
              (cbor.encode({"seq": 11}), 0, 10, 10), (cbor.encode({"seq": True}), 0, 10, 10), (b"\xff", 0, 1, 1)):
     out.append(run(uplink.audit_ack, *args))
-for d in ({"pos": 9, "ids": [bytes(32)], "ctis": [b"c"], "more": True}, {"pos": 3, "ids": [], "ctis": [], "more": False},
-          {"pos": 9, "ids": [bytes(31)], "ctis": [], "more": False}, {"pos": 9, "ids": [], "ctis": [], "more": 1}):
+for d in ({"pos": 9, "ids": [bytes(32)], "ctis": [b"c"], "more": True},
+          {"pos": 3, "ids": [], "ctis": [], "more": False}, {"pos": 9, "ids": [bytes(31)], "ctis": [], "more": False}, {"pos": 9, "ids": [], "ctis": [], "more": 1}):
     r = run(uplink.trl_page, cbor.encode(d), 4)
     out.append([r[0], [x.hex() if isinstance(x, bytes) else x for x in r[1][1]] if r[0] == "ok" else r[1]])
 for t, floor in ((1800000000, None), (1700000000, 1750000000), (-5, None), (2 ** 40, None)):
