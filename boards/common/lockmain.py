@@ -72,8 +72,7 @@ def prepare(path=None):
         refuse(why)
         return None
     if b.presence_at_boot():
-        # Issue 10: a rebinding provisioning needs this; it is not yet
-        # implemented, so presence only is reported.
+        # The lock takes a rebind.cbor in its bundle only with this (step 6).
         print("pairing button held %d ms at boot: physical presence" % b.hold_ms)
     try:
         cfg = config.load(b.bundle + "/lock.json")
@@ -134,7 +133,17 @@ def main(path=None):
     feed()
     from lock.endpoints import coaps
     # The CoAPS server is built before the state is restored (LockApp).
-    app = LockApp(cfg, b.root, act, clock, print, coaps(endpoints, cfg, b.bundle))
+    # The uplink to the AS (PROFILE sec. 7) when Wi-Fi is up: LockApp calls
+    # the factory with the AS it trusts (a rebinding's, when there is one).
+    uplink = None
+    if up:
+        from coap import dtls_client
+        bundle = b.bundle
+        uplink = lambda c: dtls_client.from_config(c, bundle, print)  # noqa: E731
+    app = LockApp(cfg, b.root, act, clock, print, coaps(endpoints, cfg, b.bundle), uplink)
+    feed()
+    # A lock whose AS is gone: the bundle's rebind.cbor, with physical presence.
+    app.rebind_at_boot(b.bundle, b.presence_at_boot())
     feed()
     if cfg.ble_enabled:
         # PROFILE sec. 5: the GATT peripheral on the port's NimBLE.

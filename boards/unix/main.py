@@ -1,6 +1,10 @@
 """The simulator: the lock on the MicroPython unix port.
 
-usage: micropython boards/unix/main.py --bundle DIR [--flash IMAGE] [--port N]
+usage: micropython boards/unix/main.py --bundle DIR [--flash IMAGE] [--port N] [--presence]
+
+`--presence` stands for the board's pairing button held at boot (physical
+presence): with it the lock takes the bundle's rebind.cbor, if there is one
+(lock.rebind: moving a lock whose AS is gone to another AS).
 
 Files live where the board keeps them: in littlefs (VfsLfs2) on a
 file-backed block device mounted at /flash. The actuator is simulated and
@@ -20,15 +24,18 @@ from lock.clock import Clock
 
 
 def _args(argv):
-    a = {"bundle": None, "flash": None, "port": None}
+    a = {"bundle": None, "flash": None, "port": None, "presence": False}
     i = 1
     while i < len(argv):
         k = argv[i]
         if k in ("--bundle", "--flash", "--port") and i + 1 < len(argv):
             a[k[2:]] = argv[i + 1]
             i += 2
+        elif k == "--presence":
+            a["presence"] = True
+            i += 1
         else:
-            print("usage: main.py --bundle DIR [--flash IMAGE] [--port N]")
+            print("usage: main.py --bundle DIR [--flash IMAGE] [--port N] [--presence]")
             sys.exit(2)
     if not a["bundle"]:
         print("main.py: --bundle DIR is required")
@@ -74,12 +81,14 @@ def main():
     except config.ConfigError as e:
         print("FATAL configuration: %s" % e)
         sys.exit(3)
-    # The uplink to the AS (PROFILE sec. 7): its connector, whose DTLS
-    # context is made for a session only (coap/dtls_client.py).
+    # The uplink to the AS (PROFILE sec. 7): the factory of its connector,
+    # whose DTLS context is made for a session only (coap/dtls_client.py);
+    # LockApp calls it with the AS the lock trusts (a rebinding's).
     from coap import dtls_client
-    uplink = dtls_client.from_config(cfg, a["bundle"], say)
-    app = LockApp(cfg, "/flash/lock", act, clock, say, coaps, uplink)
-    coaps = uplink = None
+    bundle = a["bundle"]
+    app = LockApp(cfg, "/flash/lock", act, clock, say, coaps, lambda c: dtls_client.from_config(c, bundle, say))
+    coaps = None
+    app.rebind_at_boot(a["bundle"], a["presence"])
     ble = cfg.ble_enabled and ble_up(app)
     if not endpoints and not ble:
         print("FATAL: no transport enabled")
@@ -90,9 +99,15 @@ def main():
     # The firmware is frozen (boards/unix/variant), so the heap holds what a
     # board's would: report what is left for serving.
     import gc
+    import os
     asyncio.gather, asyncio.sleep_ms  # load asyncio's lazily imported parts now
     gc.collect()
-    say("heap: %d of %d bytes free" % (gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
+    # gc.mem_free() counts the system heap the GC may still grow into (as on
+    # the ESP32); the figure is the initial area's (a growth before READY is
+    # said by the simulator: "SIM heap: area ... added").
+    grow = int(os.getenv("MICROPY_SIM_HEAP_GROW") or 0)
+    say("heap: %d of %d bytes free%s" % (gc.mem_free() - grow, gc.mem_free() - grow + gc.mem_alloc(),
+                                         ", %d more to grow into" % grow if grow else ""))
     say("READY")
     asyncio.run(app.run(endpoints))
 

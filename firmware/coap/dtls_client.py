@@ -35,7 +35,10 @@ class Connector:
         self.name = None
         self.retarget()
         if cfg.uplink.scheme == "coaps":
-            self._context()  # fails now, at boot, on a certificate or key it cannot load
+            try:
+                self._context()  # fails now, at boot, on a certificate or key it cannot load
+            except MemoryError:
+                pass  # no heap to check them now: the first session does
             self.release()
 
     def retarget(self):

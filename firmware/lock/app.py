@@ -10,10 +10,11 @@ import os
 
 from coap import message as m
 from coap.server import CoapServer, Site
-from lock import resources, state
+from lock import rebind, resources, state
 from lock.authz import Authorizer, Decision
 from lock.declog import DecisionLog
 from lock.lockout import Lockout
+from lock.revlist import RevocationList
 from lock.tokens import TokenStore
 from trust import pop, reasons
 from trust.reasons import Refused
@@ -34,24 +35,40 @@ def _mkdir(path):
 
 class LockApp:
     def __init__(self, cfg, root, actuator, clock, say=print, coaps=None, uplink=None):
+        self.running = False
         """`coaps`: (socket, coap.dtls.Contexts made first at boot:
         lock.endpoints.coaps) for the CoAPS server, or None. `uplink`: the
-        board's connect() for the uplink to the AS (coap.dtls_client), or
-        None (no uplink)."""
+        board's factory of the uplink's connector, `uplink(cfg)` -> connect
+        or None (coap.dtls_client.from_config), or None (no uplink)."""
         self.cfg = cfg
         self.clock = clock
         self.actuator = actuator
         self.say = say
         _mkdir(root)  # DecisionLog creates its own folder below it
+        # A rebinding (lock.rebind) kept beside the state replaces the
+        # bundle's AS; a damaged one leaves the lock trusting no AS.
+        self.trust_path = root + "/" + rebind.FILE
+        self.distrusted = None
+        try:
+            rec = rebind.load(self.trust_path)
+            if rec is not None:
+                rebind.apply(cfg, rec)
+        except rebind.RebindError as e:
+            rebind.distrust(cfg)
+            self.distrusted = str(e)
         self.log = DecisionLog(root + "/log", cfg.log_capacity, cfg.log_segment)
         self.verifier = Verifier(cfg.device_id, cfg.as_keys, cfg.as_lock_key, cfg.skew_s,
                                  cfg.allow_bearer, cfg.exi_table, cfg.revocations)
+        # Revocations beyond the RAM sets go to flash (an AS's list of
+        # thousands: PROFILE sec. 7).
+        self.verifier.trl = RevocationList(root + "/trl.bin", cfg.revocations_flash)
         self.store = TokenStore(cfg.token_store)
         self.nonces = pop.NonceTable(clock.uptime_ms, cfg.nonce_table)
         self.statefile = state.StateFile(root + "/state.cbor")
         self.authz = Authorizer(cfg.device_id, self.verifier, self.store, self.nonces, clock,
                                 self.log, Lockout(*cfg.lockout), self.log.boot, self.persist)
-        b = resources.Binding(self.authz, actuator, self.log, cfg.as_uri, cfg.device_id)
+        b = self.binding = resources.Binding(self.authz, actuator, self.log, cfg.as_uri, cfg.device_id,
+                                             self.rebind)
         self.site = Site()
         ai = resources.AuthzInfo(b)
         self.site.add(("authz-info",), ai, ai.attrs)
@@ -75,20 +92,25 @@ class LockApp:
             self._dtls(*coaps)
         self.cursors = [0, None]  # the uplink's [trl_pos, last good wall time] (state.py)
         self._restore()
+        # The uplink: `uplink(cfg)` is the board's factory of its connector
+        # (coap.dtls_client.from_config), called once the configuration
+        # names the AS it will have (a rebinding's, when there is one).
         self.uplink = None
-        if uplink is not None and cfg.uplink.enabled:
-            from lock.uplink import Uplink
-            if cfg.uplink.ca_der is not None and hasattr(uplink, "retarget"):
-                # A rebinding (lock.rebind) replaced the bundle's AS after
-                # the board made the connector from the bundle.
-                try:
-                    uplink.retarget()
-                except Exception as e:
-                    say("uplink: off (cannot follow the rebinding: %s)" % (e,))
-                    uplink = None
-        if uplink is not None and cfg.uplink.enabled:
-            self.uplink = Uplink(cfg.uplink, cfg.device_id, self.log, clock, self.authz, self.cursors,
-                                 self.persist, uplink, say, buf=self.dtls.buf if self.dtls is not None else None)
+        self._uplink_for = uplink
+        self._start_uplink()
+
+    def _start_uplink(self):
+        """Make the uplink (lock.uplink) when there is none yet and the
+        configuration names an AS; True when one was made."""
+        if self.uplink is not None or self._uplink_for is None or not self.cfg.uplink.enabled:
+            return False
+        connect = self._uplink_for(self.cfg)
+        if connect is None:
+            return False
+        from lock.uplink import Uplink
+        self.uplink = Uplink(self.cfg.uplink, self.cfg.device_id, self.log, self.clock, self.authz, self.cursors,
+                             self.persist, connect, self.say, buf=self.dtls.buf if self.dtls is not None else None)
+        return True
 
     def _restore(self):
         """PROFILE sec. 6: a damaged or unreadable state file (or none on a
@@ -130,11 +152,92 @@ class LockApp:
             ", exi tokens blocked until the AS gives floors" if self.verifier.exi.blocked else ""))
         if status == state.DAMAGED:
             self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "state"), "local")
-        if status != state.OK or kept != len(raws):
+        if self.distrusted:
+            self.say("TRUST: %s: the lock trusts no AS and refuses every token until it is "
+                     "rebound with physical presence" % self.distrusted)
+            self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "rebind"), "local")
+        if self.verifier.trl.damaged:
+            # PROFILE sec. 6: what the list still gives is kept, the stored
+            # tokens go (one of them may be on the lost part), and the AS's
+            # whole list is fetched again.
+            self.say("state: the revocation list on flash is damaged: stored tokens dropped, "
+                     "the AS's list fetched again")
+            self.store.remove_if(lambda t: True)
+            self.cursors[0] = 0
+            self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "revocations"), "local")
+        if status != state.OK or kept != len(raws) or self.verifier.trl.damaged:
             try:
                 self.persist()
             except OSError:
                 pass  # said; the next change tries again
+
+    def rebind(self, rec, transport, peer=None):
+        """Move the lock to the AS of `rec` (a lock.rebind record; PROFILE
+        sec. 7, seed sec. 5.1): the record is written first (the commit
+        point), then every token, PoP nonce and PSK session of the old AS
+        goes (PSK sessions end with their tokens; a certificate-mode session
+        authorizes nothing without a token of the new AS), the uplink
+        starts over with the new AS, and the change is logged (permission
+        "rebind", `sub` the new issuer), so it is uploaded to the new AS.
+        Returns the Decision. Raises OSError when the record cannot be
+        written: nothing changed."""
+        rebind.save(self.trust_path, rec)
+        rebind.apply(self.cfg, rec)
+        self.distrusted = None
+        v = self.verifier
+        v.keys = list(self.cfg.as_keys)
+        v.psk_unwrap_key = self.cfg.as_lock_key
+        dropped = len(self.store.remove_if(lambda t: True))
+        self.nonces.forget_all()
+        self.binding.as_uri = self.cfg.as_uri
+        # The revocations of the old AS protect nothing now (its tokens are
+        # refused by key) and its list positions mean nothing to the new one.
+        v.revoked_hashes = set()
+        v.revoked_ctis = set()
+        if v.trl is not None:
+            try:
+                v.trl.clear()
+            except OSError as e:
+                self.say("TRUST: the old AS's revocation list stays on flash: %s" % e)
+        if self.uplink is not None:
+            self.uplink.rebound()
+        elif self._start_uplink() and self.running:
+            asyncio.create_task(self.uplink.run())
+        try:
+            self.persist()
+        except OSError:
+            pass  # said; the old tokens are refused anyway: their key is gone
+        self.say("TRUST: rebound to %s (%s); %d stored token(s) of the old AS dropped" % (
+            rec["issuer"], rec["uri"], dropped))
+        return self.authz.record(Decision(True, reasons.OK, None, "rebind"), transport, rec["issuer"])
+
+    def rebind_at_boot(self, bundle, presence):
+        """The offline rebinding of a lock whose AS is gone: `bundle`'s
+        rebind.cbor (lock.rebind) is taken only with physical presence
+        (`presence`: the board's pairing button was held at boot), then
+        removed. Returns True when the lock was rebound. A file without
+        presence, or one that is not a good record, is said and left."""
+        path = bundle + "/" + rebind.REQUEST_FILE
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(rebind.MAX_BYTES + 1)
+        except OSError:
+            return False
+        if not presence:
+            self.say("TRUST: %s ignored: hold the pairing button while the lock boots to rebind" % path)
+            return False
+        try:
+            rec = rebind.parse(raw)
+            d = self.rebind(rec, "local")
+        except (rebind.RebindError, OSError) as e:
+            self.say("TRUST: %s not taken: %s" % (path, e))
+            self.authz.record(Decision(False, reasons.BAD_REQUEST, None, "rebind"), "local")
+            return False
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return d.granted
 
     def _error(self, exc):
         # A request that crashed its handler was answered 5.00; the loop goes on.
@@ -217,6 +320,7 @@ class LockApp:
         (`coaps`). Raises ValueError for a "coaps" endpoint without it."""
         from coap import udp
         tasks = [asyncio.create_task(self._relock())]
+        self.running = True
         if self.uplink is not None:
             tasks.append(asyncio.create_task(self.uplink.run()))
         for sock, transport in endpoints:

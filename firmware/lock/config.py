@@ -17,8 +17,9 @@ DEFAULT_RESOURCES = (
     ("lock/lock", "POST", "lock", "lock"),
     ("log", "GET", "admin", "log"),
     ("revoke", "POST", "admin", "revoke"),
+    ("rebind", "POST", "admin", "rebind"),
 )
-_ACTIONS = ("status", "unlock", "lock", "log", "revoke", "pulse")
+_ACTIONS = ("status", "unlock", "lock", "log", "revoke", "rebind", "pulse")
 
 
 class ConfigError(ValueError):
@@ -106,6 +107,9 @@ class Config:
         self.nonce_table = int(d.get("nonce_table", 16))  # spent PoP nonces remembered (30 s each)
         self.exi_table = int(d.get("exi_table", 12))  # exi sequence numbers remembered per issuer
         self.revocations = int(d.get("revocations", 64))  # revoked token ids and ctis, together
+        # Beyond those, in the revocation list on flash (lock.revlist: 32 bytes
+        # of flash an entry, 4 bytes of RAM per 16).
+        self.revocations_flash = int(d.get("revocations_flash", 4096))
         dd = d.get("dedup", {})
         self.dedup = (int(dd.get("size", 6)), int(dd.get("per_peer", 2)), int(dd.get("bytes", 1536)))
         lg = d.get("log", {})
