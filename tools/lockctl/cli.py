@@ -378,12 +378,12 @@ def _sim_bundle(bundle, state, clock):
     run = os.path.join(state, "bundle-clock-" + clock)
     os.makedirs(run, exist_ok=True)
     cfg["clock"] = clock
-    for name in (cfg.get("lock_key"), cfg.get("lock_cert")):
-        if name:
-            src = os.path.join(bundle, name)
-            if os.path.exists(src):
-                shutil.copyfile(src, os.path.join(run, name))
-                os.chmod(os.path.join(run, name), 0o600)
+    from .provision import lock_files
+    for name in lock_files(bundle)[1:]:
+        src = os.path.join(bundle, name)
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(run, name))
+            os.chmod(os.path.join(run, name), 0o600)
     with open(os.path.join(run, "lock.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     return run, cfg

@@ -14,7 +14,8 @@ Steps, each an mpremote run on the port:
    some are, the board's image was built from another tree and deploy
    stops (flash a new image, or use a stock MicroPython).
 2. copy: the .mpy (mpy-cross -march=<march>) into /lib, the bundle's
-   BUNDLE_FILES into /bundle, the board's boot.py, main.py (and
+   files the lock reads (provision.lock_files: lock.json, its key and
+   certificate, the uplink's AS certificate) into /bundle, the board's boot.py, main.py (and
    board.json), optionally /wifi.json; the board hashes what it holds
    first (one run) and a file whose SHA-256 is already the host's is not
    copied. The AS private key (as-key.pem, beside the bundle) is never
@@ -42,7 +43,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUNDLE_FILES = ("lock.json", "lock-key.der", "lock-cert.der")
 # Never copied; checked for by content as well as by name.
 AS_KEY_FILE = "as-key.pem"
 # mpy-cross -march names by MP_NATIVE_ARCH_* index (py/persistentcode.h),
@@ -152,7 +152,12 @@ def plan_files(board, bundle, mpy_dir, made, profile, wifi=None):
     paths = (profile.get("files") or {})
     bundle_dir = paths.get("bundle", "/bundle")
     files = [(os.path.join(mpy_dir, rel), "/lib/" + rel.replace(os.sep, "/")) for rel, _ in made]
-    for f in BUNDLE_FILES:
+    from .provision import ProvisionError, lock_files
+    try:
+        names = lock_files(bundle)
+    except ProvisionError as e:
+        raise DeployError(str(e))
+    for f in names:
         src = os.path.join(bundle, f)
         if not os.path.isfile(src):
             raise DeployError("bundle %s lacks %s (lockctl provision writes it)" % (bundle, f))

@@ -99,3 +99,28 @@ def load_bundle(path):
         with open(key_path, "rb") as f:
             as_key = ch.key_from_pem(f.read())
     return cfg, as_key
+
+
+def lock_files(path):
+    """The files of bundle `path` the lock reads, by name: lock.json, the
+    key and certificate lock.json names, the uplink's AS certificate when
+    it names an uplink (PROFILE sec. 7), and a waiting rebind.cbor. Never
+    the AS private key. Raises ProvisionError when lock.json is unreadable
+    or is not a JSON object."""
+    try:
+        with open(os.path.join(path, "lock.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ProvisionError("cannot read %s/lock.json: %s" % (path, e))
+    if not isinstance(cfg, dict):
+        raise ProvisionError("%s/lock.json is not a JSON object" % path)
+    names = ["lock.json"]
+    for k in ("lock_key", "lock_cert"):
+        if isinstance(cfg.get(k), str) and cfg[k]:
+            names.append(cfg[k])
+    up = cfg.get("uplink") or {}
+    if isinstance(up, dict) and up.get("uri"):
+        names.append(up.get("ca") or "as-cert.pem")
+    if os.path.exists(os.path.join(path, "rebind.cbor")):
+        names.append("rebind.cbor")
+    return [n for n in names if n != "as-key.pem"]
