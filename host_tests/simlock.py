@@ -30,7 +30,7 @@ def free_udp_port():
 
 class SimLock:
     def __init__(self, tmpdir, device_id="lock-1", relock_ms=1500, heapsize=None, config=None, mpypath=None,
-                 start=True, coaps=False, ble=False, grow=None, **prov):
+                 start=True, coaps=False, ble=False, grow=None, bundle=None, **prov):
         """`start=False`: provision the bundle (and mint tokens for it) but
         start no process; `start()` starts it later. `coaps`: also serve
         CoAPS (DTLS) on a free port (`coaps_port`); off by default, so
@@ -40,6 +40,16 @@ class SimLock:
         controller pair of its own (lockctl.blelink: the lock's controller on
         a pty, phones at tcp-client:127.0.0.1:`ble_port`, `ble_transport`)."""
         self.dir = str(tmpdir)
+        if bundle is not None:
+            # A bundle made elsewhere (e.g. by the bench AS), used as it is:
+            # its ports, its AS (no key here to mint with: as_key None).
+            self.bundle = bundle
+            self.cfg, self.as_key = load_bundle(bundle)
+            self.port = self.cfg["coap"]["port"]
+            self.coaps_port = self.cfg["coaps"]["port"] if self.cfg["coaps"].get("enabled", True) else None
+            device_id = self.cfg["device_id"]
+            self._init_rest(device_id, heapsize, mpypath, grow, ble, start)
+            return
         self.bundle = os.path.join(self.dir, "bundle")
         self.port = free_udp_port()
         self.coaps_port = free_udp_port() if coaps else None
@@ -51,14 +61,18 @@ class SimLock:
             self.cfg["coap"] = dict(self.cfg["coap"], port=self.port)
         # config may set the DTLS table ("sessions", "idle_s", "handshake_s").
         self.cfg["coaps"] = dict(self.cfg["coaps"], enabled=bool(coaps), port=self.coaps_port or 5684)
-        self.link = None
         if ble:
             self.cfg["ble"] = dict(self.cfg.get("ble", {}), enabled=True)
+        with open(os.path.join(self.bundle, "lock.json"), "w") as f:
+            json.dump(self.cfg, f, indent=2)
+        self._init_rest(device_id, heapsize, mpypath, grow, ble, start)
+
+    def _init_rest(self, device_id, heapsize, mpypath, grow, ble, start):
+        self.link = None
+        if ble:
             from lockctl.ble import start_link
             self.link, self.ble_pty, self.ble_port = start_link(os.path.join(self.dir, "hci"), 0)
             self.ble_transport = "tcp-client:127.0.0.1:%d" % self.ble_port
-        with open(os.path.join(self.bundle, "lock.json"), "w") as f:
-            json.dump(self.cfg, f, indent=2)
         self.device_id = device_id
         self.kid = bytes.fromhex(self.cfg["as_keys"][0]["kid"])
         self.issuer = self.cfg["as_keys"][0]["issuer"]

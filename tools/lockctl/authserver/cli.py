@@ -180,6 +180,21 @@ def cmd_lock_add(a):
 
 
 @_run
+def cmd_lock_adopt(a):
+    home = _home(a)
+    device = home.adopt_lock(a.bundle)
+    print("lock %s adopted from %s: its certificate (issued by its current AS) is recorded here, and "
+          "that AS's CA is trusted for it on the uplink" % (device, a.bundle))
+    if a.record:
+        raw = home.rebind_record(a.uplink_host)
+        with open(a.record, "wb") as f:
+            f.write(raw)
+        print("rebind record for it: %s (%d bytes): POST it to the lock's /rebind with an admin token of "
+              "its current AS, or, that AS gone, put it in the bundle as rebind.cbor and boot the lock "
+              "with the pairing button held (simulator: lockctl sim BUNDLE --presence)" % (a.record, len(raw)))
+
+
+@_run
 def cmd_lock_list(a):
     home = _home(a)
     rows = []
@@ -444,6 +459,11 @@ def add_parser(subparsers):
     s.add_argument("--uplink-host", help="the AS's address as the lock reaches it (default: the AS's bind "
                    "address, or its first server name)")
     s.add_argument("--force", action="store_true")
+    s = cmd("adopt", cmd_lock_adopt, "take over a lock another AS provisioned (rebinding, seed sec. 5.1): "
+            "record its certificate, trust its CA for it, and write the rebind record that moves it here", lk)
+    s.add_argument("--bundle", required=True, help="the lock's bundle (lock.json, its certificate, as-cert.pem)")
+    s.add_argument("--record", metavar="OUT", help="write the rebind record (CBOR) here")
+    s.add_argument("--uplink-host", help="the AS's address as the lock reaches it")
     cmd("list", cmd_lock_list, "list locks", lk)
 
     po = sub.add_parser("policy", help="add, list or remove policies").add_subparsers(

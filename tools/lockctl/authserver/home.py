@@ -195,6 +195,56 @@ class Home:
         return device_id
 
 
+    # -- rebinding: a lock coming from another AS (seed sec. 5.1) -------------
+    def adopt_lock(self, bundle, exi=None):
+        """Register a lock that another AS provisioned, before it is rebound
+        to this one (PROFILE sec. 7): its certificate, issued by that AS, is
+        recorded as it is (the uplink knows a lock by its exact certificate)
+        and that AS's CA (the bundle's as-cert.pem) is kept in lock-cas/ as
+        a trust anchor of the uplink's DTLS, so the handshake can check the
+        chain. Returns the device id. HomeError for a bundle without the
+        two certificates or whose certificate that CA did not issue."""
+        cfg = json.loads(_read(os.path.join(bundle, "lock.json")))
+        der = _read(os.path.join(bundle, cfg.get("lock_cert") or "lock-cert.der"))
+        ca_pem = _read(os.path.join(bundle, "as-cert.pem"))
+        try:
+            old_ca = x509.load_pem_x509_certificate(ca_pem)
+            cert = ca.check_issued(old_ca, der)
+        except (ValueError, ca.CertError) as e:
+            raise HomeError("bundle %s: the lock's certificate does not chain to its as-cert.pem: %s"
+                            % (bundle, e)) from None
+        device_id = cfg["device_id"]
+        if exi is None:
+            exi = cfg.get("clock", "unsynced") == "unsynced"
+        pub = ch.pub_bytes(cert.public_key())
+        serial = "%x" % cert.serial_number
+        try:
+            self.store.lock(device_id)
+            self.store.replace_lock_cert(device_id, pub, der, serial)
+        except StoreError:
+            self.store.add_lock(device_id, pub, der, serial, exi)
+        anchors = self._p("lock-cas")
+        os.makedirs(anchors, exist_ok=True)
+        ca_der = old_ca.public_bytes(serialization.Encoding.DER)
+        import hashlib
+        _write(os.path.join(anchors, hashlib.sha256(ca_der).hexdigest()[:16] + ".der"), ca_der)
+        return device_id
+
+    def lock_cas(self):
+        """DER certificates of other AS's CAs kept by adopt_lock."""
+        d = self._p("lock-cas")
+        if not os.path.isdir(d):
+            return []
+        return [_read(os.path.join(d, n)) for n in sorted(os.listdir(d)) if n.endswith(".der")]
+
+    def rebind_record(self, uplink_host=None, hint=None):
+        """The rebind record (CBOR, lock.rebind's format) that moves a lock
+        to this AS: issuer, kid, public key, CA certificate, uplink URI."""
+        from ..rebind import record
+        uri, _name = self.uplink_uri(uplink_host)
+        return record(self.issuer, self.cfg["kid"].encode(), self.as_key, self.ca_der, uri, hint=hint)
+
+
 def init(path, issuer=DEFAULTS["issuer"], kid=DEFAULTS["kid"], db=None, server_names=None, force=False,
          **cfg):
     """Create an AS directory: keys, CA and server certificates, as.json,

@@ -94,6 +94,10 @@ class Server:
         h = self.home
         store = tls.TrustStore()
         store.add(x509.CRT.from_DER(h.ca_der))
+        for der in h.lock_cas():
+            # Other ASes' CAs, for locks adopted before a rebinding
+            # (Home.adopt_lock): a peer is still only a recorded certificate.
+            store.add(x509.CRT.from_DER(der))
         key_der = h.server_key.private_bytes(*_pkcs8_der())
         return tls.DTLSConfiguration(
             certificate_chain=([x509.CRT.from_DER(h.server_cert_der), x509.CRT.from_DER(h.ca_der)],
