@@ -9,7 +9,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = ["bench_sim.py", "bench_p256.py", "bench_trust.py", "bench_lock.py", "bench_declog.py", "bench_wear.py",
-           "bench_flood.py", "bench_coaps.py", "bench_ble.py", "bench_deploy.py", "bench_trl.py"]
+           "bench_flood.py", "bench_coaps.py", "bench_ble.py", "bench_deploy.py", "bench_trl.py", "bench_uplink.py"]
 
 
 def main():
