@@ -28,7 +28,7 @@ def lock(tmp_path_factory):
     # stored tokens a verification then finds no room now and then
     # (a clean no_memory deny); the ESP32 grows its heap from ESP-IDF's
     # (MICROPY_GC_SPLIT_HEAP_AUTO), so these tests give the lock 64 KiB.
-    s = SimLock(tmp_path_factory.mktemp("blelock"), relock_ms=1500, ble=True, heapsize=BLE_HEAP,
+    s = SimLock(tmp_path_factory.mktemp("blelock"), relock_ms=1500, ble=True, heapsize=BLE_HEAP, grow=0,
                 config={"lockout": {"capacity": 64}})
     s.key = ch.gen_key()
     s.tok = s.token(s.key)
@@ -391,7 +391,7 @@ def test_twenty_unlocks_with_coaps_on(tmp_path):
     of 20 unlocks of two phones are granted at 64 KiB, full tokens, ids
     only and both payloads, each decided on the heap the lock has left
     once both phones' tokens are stored."""
-    s = SimLock(tmp_path, ble=True, coaps=True, heapsize=BLE_HEAP)
+    s = SimLock(tmp_path, ble=True, coaps=True, heapsize=BLE_HEAP, grow=0)
     try:
         s.wait_for("BLE: heap", 10)
         keys = [ch.gen_key(), ch.gen_key()]

@@ -102,12 +102,14 @@ def main():
     import os
     asyncio.gather, asyncio.sleep_ms  # load asyncio's lazily imported parts now
     gc.collect()
-    # gc.mem_free() counts the system heap the GC may still grow into (as on
-    # the ESP32); the figure is the initial area's (a growth before READY is
-    # said by the simulator: "SIM heap: area ... added").
-    grow = int(os.getenv("MICROPY_SIM_HEAP_GROW") or 0)
-    say("heap: %d of %d bytes free%s" % (gc.mem_free() - grow, gc.mem_free() - grow + gc.mem_alloc(),
-                                         ", %d more to grow into" % grow if grow else ""))
+    # With the ESP32's heap growth modelled, gc.mem_free() counts what the
+    # system heap can still add (as on the board), and a growth is said by
+    # the simulator ("SIM heap: area ... added").
+    if int(os.getenv("MICROPY_SIM_HEAP_GROW") or 0):
+        say("heap: %d bytes in use, %d free counting what it can still grow into" % (
+            gc.mem_alloc(), gc.mem_free()))
+    else:
+        say("heap: %d of %d bytes free" % (gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
     say("READY")
     asyncio.run(app.run(endpoints))
 

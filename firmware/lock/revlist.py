@@ -62,7 +62,7 @@ class RevocationList:
         self.count = 0
         self.damaged = False
         self._buf = bytearray(ENTRY)
-        self._win = bytearray(ENTRY * _STRIDE)  # one stride read by a lookup
+        self._win = None  # one stride read by a lookup: made with the first entry
         self._f = None
         self._fence = array("I")
         self._open()
@@ -152,6 +152,8 @@ class RevocationList:
             f = self._f
             f.seek(_HEADER + first * ENTRY)
             win = self._win
+            if win is None:
+                win = self._win = bytearray(ENTRY * _STRIDE)
             got = f.readinto(memoryview(win)[:n * ENTRY]) // ENTRY
             lo, hi = 0, got
             while lo < hi:
