@@ -302,12 +302,14 @@ def _what(r):
 
 @_run
 def cmd_audit(a):
+    from ..reasons import name as reason_name
     home = _home(a)
     rows = []
     for r in home.store.audit(a.lock, a.user, a.limit):
         rows.append([r["device_id"], r["seq"], format_instant(r["wall_s"], a.tz) if r["wall_s"] else "unsynced",
                      r["boot"], r["transport"], r["permission"], r["sub"],
-                     {True: "grant", False: "deny", None: "-"}[r["granted"]], r["reason"],
+                     {True: "grant", False: "deny", None: "-"}[r["granted"]],
+                     reason_name(r["reason"]) if r["reason"] is not None else None,
                      bytes(r["token_id"]).hex()[:12] if r["token_id"] else None])
     _table(["lock", "seq", "time", "boot", "via", "permission", "sub", "decision", "reason", "token"], rows)
 
