@@ -193,3 +193,31 @@ def test_offline_rebind_needs_presence(tmp_path):
         assert _unlock(lock, new, key).ok
     finally:
         lock.stop()
+
+
+def test_the_same_record_again_keeps_revocations(tmp_path):
+    """A rebind to the AS already trusted (a retry after a lost 2.04) must
+    not bring back what it revoked (found by the attack pass: the second
+    rebind cleared the revocations)."""
+    lock = SimLock(tmp_path)
+    try:
+        admin_key, user_key = ch.gen_key(), ch.gen_key()
+        admin = lock.token(admin_key, over={9: "admin"})
+        as2, cert2 = new_as()
+        payload = rec_bytes(as2, cert2)
+        assert _rebind(lock, admin, admin_key, payload).code == "2.04"
+        admin2 = _token(lock, admin_key, as2, NEW_KID, NEW_ISSUER, "admin")
+        user2 = _token(lock, user_key, as2, NEW_KID, NEW_ISSUER)
+        assert _unlock(lock, user2, user_key).ok
+        body = cbor2.dumps({"ids": [ch.token_id(user2)]})
+        r = asyncio.run(_req(lock, admin2, admin_key, "POST", "revoke", "admin", body))
+        assert r.code == "2.04", r.describe()
+        assert not _unlock(lock, user2, user_key).ok
+        n = len(lock.lines)
+        assert _rebind(lock, admin2, admin_key, payload).code == "2.04"
+        lock.wait_for("tokens and revocations kept", 10, n)
+        for _ in range(2):
+            assert not _unlock(lock, user2, user_key).ok, lock.output()
+            lock.restart()
+    finally:
+        lock.stop()

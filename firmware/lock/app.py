@@ -180,35 +180,56 @@ class LockApp:
         starts over with the new AS, and the change is logged (permission
         "rebind", `sub` the new issuer), so it is uploaded to the new AS.
         Returns the Decision. Raises OSError when the record cannot be
-        written: nothing changed."""
+        written: nothing changed.
+
+        A record naming the AS the lock already trusts (same issuer and
+        key: a retry, or the AS moved to another address) changes only the
+        uplink's target: tokens, revocations and the list position stay."""
+        v = self.verifier
+        same = not self.distrusted and any(k.issuer == rec["issuer"] and k.pub == rec["pub"] for k in v.keys)
+        if not same:
+            # The new AS's revocation list is read from its start: that
+            # position is on flash before the record, so a power cut between
+            # the two never leaves the new AS read from the old one's place.
+            # (Before the commit the old AS is still trusted, and reading its
+            # list again from the start loses nothing.)
+            self.cursors[0] = 0
+            try:
+                self.persist()
+            except OSError:
+                pass  # said; the record is not written either then, below
         rebind.save(self.trust_path, rec)
         rebind.apply(self.cfg, rec)
         self.distrusted = None
-        v = self.verifier
         v.keys = list(self.cfg.as_keys)
         v.psk_unwrap_key = self.cfg.as_lock_key
-        dropped = len(self.store.remove_if(lambda t: True))
-        self.nonces.forget_all()
         self.binding.as_uri = self.cfg.as_uri
-        # The revocations of the old AS protect nothing now (its tokens are
-        # refused by key) and its list positions mean nothing to the new one.
-        v.revoked_hashes = set()
-        v.revoked_ctis = set()
-        if v.trl is not None:
-            try:
-                v.trl.clear()
-            except OSError as e:
-                self.say("TRUST: the old AS's revocation list stays on flash: %s" % e)
+        dropped = 0
+        if not same:
+            dropped = len(self.store.remove_if(lambda t: True))
+            self.nonces.forget_all()
+            # The revocations of the old AS protect nothing now (its tokens
+            # are refused by key).
+            v.revoked_hashes = set()
+            v.revoked_ctis = set()
+            if v.trl is not None:
+                try:
+                    v.trl.clear()
+                except OSError as e:
+                    self.say("TRUST: the old AS's revocation list stays on flash: %s" % e)
         if self.uplink is not None:
-            self.uplink.rebound()
+            self.uplink.rebound(same)
         elif self._start_uplink() and self.running:
             asyncio.create_task(self.uplink.run())
         try:
             self.persist()
         except OSError:
             pass  # said; the old tokens are refused anyway: their key is gone
-        self.say("TRUST: rebound to %s (%s); %d stored token(s) of the old AS dropped" % (
-            rec["issuer"], rec["uri"], dropped))
+        if same:
+            self.say("TRUST: %s again (%s): tokens and revocations kept" % (rec["issuer"], rec["uri"]))
+        else:
+            self.say("TRUST: rebound to %s (%s); %d stored token(s) of the old AS dropped" % (
+                rec["issuer"], rec["uri"], dropped))
         return self.authz.record(Decision(True, reasons.OK, None, "rebind"), transport, rec["issuer"])
 
     def rebind_at_boot(self, bundle, presence):
