@@ -160,8 +160,9 @@ class LockApp:
             # PROFILE sec. 6: what the list still gives is kept, the stored
             # tokens go (one of them may be on the lost part), and the AS's
             # whole list is fetched again.
-            self.say("state: the revocation list on flash is damaged: stored tokens dropped, "
-                     "the AS's list fetched again")
+            self.say("state: the revocation list on flash is damaged: every entry it holds kept, stored "
+                     "tokens dropped, %s" % ("the AS's whole list fetched again" if self.cfg.uplink.enabled
+                                             else "no uplink: send lost revocations again (POST /revoke)"))
             self.store.remove_if(lambda t: True)
             self.cursors[0] = 0
             self.authz.record(Decision(False, reasons.STATE_DAMAGED, None, "revocations"), "local")

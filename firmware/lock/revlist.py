@@ -14,12 +14,18 @@ whatever the list's length.
 File format (`trl.bin`), replaced atomically (a temporary file, then a
 rename, which littlefs commits atomically):
 
-    b"TRL1", count (uint32 BE), CRC-32 of the entries (uint32 BE), 4 zero bytes
-    count entries of 32 bytes, sorted, no duplicates
+    b"TRL1", count (uint32 BE), CRC-32 of the entries (uint32 BE),
+    flags (uint32 BE; bit 0: the entries are not sorted)
+    count entries of 32 bytes, sorted unless the flag says otherwise
 
-A file that does not check (header, length or CRC) is `damaged`: the lock
-keeps using what it can read, fails closed on its stored tokens and
-fetches the AS's whole list again (lock/app.py).
+A file that does not check (magic, count, length or CRC) is `damaged`:
+every 32-byte entry the file holds is still a revocation (a damaged one
+revokes some random id, which harms nobody), and since damage may have
+broken the order, the list is searched linearly from then on (one 512-byte
+read per 16 entries) and merges append to it (flag "not sorted"), so no
+entry is ever lost to a damaged header or a bad byte. The lock then fails
+closed on its stored tokens and fetches the AS's whole list again
+(lock/app.py). `clear()` (a rebinding) ends the linear mode.
 """
 import os
 import struct
@@ -36,6 +42,7 @@ _HEADER = const(16)
 ENTRY = const(32)
 _RUN = const(8)   # entries read or written at a time while merging
 _STRIDE = const(16)  # one fence in RAM per 16 entries on flash
+_UNSORTED = const(1)
 
 
 @micropython.native
@@ -61,6 +68,7 @@ class RevocationList:
         self.capacity = capacity
         self.count = 0
         self.damaged = False
+        self.sorted = True   # False: searched linearly (a damaged list, or merges into one)
         self._buf = bytearray(ENTRY)
         self._win = None  # one stride read by a lookup: made with the first entry
         self._f = None
@@ -72,24 +80,31 @@ class RevocationList:
             self._f.close()
             self._f = None
         self.count = 0
+        self.damaged = False
+        self.sorted = True
         self._fence = array("I")
         try:
             f = open(self.path, "rb")
         except OSError:
             return
         head = f.read(_HEADER)
-        if len(head) != _HEADER or head[:4] != _MAGIC:
-            f.close()
-            self.damaged = True
-            return
-        count, crc = struct.unpack(">II", head[4:12])
         size = f.seek(0, 2)
-        # What is there is used even when the CRC fails: revocations read
-        # from a damaged list still protect (PROFILE sec. 6).
-        self.count = min(count, (size - _HEADER) // ENTRY)
         self._f = f
-        if self.count != count or self._crc(self.count) != crc:
+        held = max(0, size - _HEADER) // ENTRY
+        count = crc = flags = None
+        if len(head) == _HEADER and head[:4] == _MAGIC:
+            count, crc, flags = struct.unpack(">III", head[4:16])
+        if count is None or count != held or self._crc(held) != crc:
+            # Every entry the file holds still revokes (PROFILE sec. 6);
+            # their order is no longer known.
             self.damaged = True
+            self.sorted = False
+            self.count = held
+            return
+        self.count = count
+        self.sorted = not flags & _UNSORTED
+        if not self.sorted:
+            return
         fence = array("I")
         for i in range(0, self.count, _STRIDE):
             fence.append(_prefix(self._at(i)))
@@ -126,6 +141,8 @@ class RevocationList:
         few, when prefixes tie) whose fences allow it, read whole."""
         if not self.count:
             return False
+        if not self.sorted:
+            return self._scan(entry)
         p = _prefix(entry)
         fence = self._fence
         # Strides [a, b) may hold it: a is the last fence < p (or 0), b the
@@ -151,9 +168,7 @@ class RevocationList:
             n = min(end - first, _STRIDE)
             f = self._f
             f.seek(_HEADER + first * ENTRY)
-            win = self._win
-            if win is None:
-                win = self._win = bytearray(ENTRY * _STRIDE)
+            win = self._window()
             got = f.readinto(memoryview(win)[:n * ENTRY]) // ENTRY
             lo, hi = 0, got
             while lo < hi:
@@ -168,6 +183,31 @@ class RevocationList:
             if got < n:
                 return False
             first += n
+        return False
+
+    def _window(self):
+        win = self._win
+        if win is None:
+            win = self._win = bytearray(ENTRY * _STRIDE)
+        return win
+
+    @micropython.native
+    def _scan(self, entry):
+        # Linear search: a list whose order is not known.
+        f = self._f
+        f.seek(_HEADER)
+        win = self._window()
+        mv = memoryview(win)
+        left = self.count
+        while left > 0:
+            n = min(left, _STRIDE)
+            got = f.readinto(mv[:n * ENTRY]) // ENTRY
+            for k in range(got):
+                if _cmp(win, k * ENTRY, entry) == 0:
+                    return True
+            if got < n:
+                return False
+            left -= n
         return False
 
     def add(self, entries):
@@ -195,10 +235,13 @@ class RevocationList:
                 old = self.count
                 i = 0
                 cur = bytearray(ENTRY)
+                keep_order = self.sorted
                 while i < old or j < len(new):
                     if i < old:
                         cur[:] = self._at(i)
-                    if j < len(new) and (i >= old or new[j] < cur):
+                    # A list whose order is not known is copied as it is,
+                    # the new entries after it.
+                    if j < len(new) and (i >= old or (keep_order and new[j] < cur)):
                         run[used:used + ENTRY] = new[j]
                         j += 1
                     else:
@@ -213,7 +256,7 @@ class RevocationList:
                     out.write(memoryview(run)[:used])
                     crc = crc32(memoryview(run)[:used], crc)
                 out.seek(0)
-                out.write(_MAGIC + struct.pack(">II", n, crc) + bytes(4))
+                out.write(_MAGIC + struct.pack(">III", n, crc, 0 if keep_order else _UNSORTED))
             if self._f is not None:
                 self._f.close()
                 self._f = None
@@ -225,7 +268,6 @@ class RevocationList:
                 pass
             self._open()
             raise
-        self.damaged = False
         self._open()
         return len(new)
 
@@ -241,6 +283,7 @@ class RevocationList:
                 raise
         self.count = 0
         self.damaged = False
+        self.sorted = True
         self._fence = array("I")
 
     def close(self):

@@ -107,27 +107,45 @@ def _damage(p, pos, value=None):
         f.write(raw)
 
 
-def test_damage_is_detected_and_what_is_readable_kept():
+def test_damage_is_detected_and_no_entry_is_lost():
+    """Damage anywhere (a bad byte in an entry, the header's magic or count,
+    a truncation) keeps every entry the file still holds as a revocation,
+    searched linearly since the order is no longer known; a merge then
+    appends, and the list stays whole across the next open (found by the
+    attack pass: a flipped header bit emptied the list, and a bad byte
+    hid other entries from the binary search)."""
     p = _path()
-    ids = _ids(6, 20)
+    ids = sorted(_ids(6, 200))
     rl = revlist.RevocationList(p)
     rl.add(ids)
     rl.close()
-    _damage(p, 16 + 32 * 19 + 3)          # the last entry: CRC fails
+    _damage(p, 16 + 32 * 16)                    # byte 0 of entry 16: order broken, CRC fails
     d = revlist.RevocationList(p)
-    assert d.damaged and len(d) == 20
-    assert sum(1 for x in ids if d.contains(x)) >= 18
+    assert d.damaged and not d.sorted and len(d) == 200
+    assert sum(1 for x in ids if d.contains(x)) == 199   # only the damaged entry itself
+    more = _ids(7, 5)
+    assert d.add(more) == 5
     d.close()
-    _damage(p, 16 + 32 * 10, "truncate")  # half the entries gone
-    d = revlist.RevocationList(p)
-    assert d.damaged and len(d) == 10
-    d.close()
-    _damage(p, 0)                          # the magic
-    d = revlist.RevocationList(p)
-    assert d.damaged and len(d) == 0
-    # A merge writes a good list again.
-    d.add(ids[:2])
-    assert not d.damaged and len(d) == 2
+    again = revlist.RevocationList(p)
+    assert not again.damaged and not again.sorted and len(again) == 205
+    assert all(again.contains(x) for x in more) and sum(1 for x in ids if again.contains(x)) == 199
+    again.close()
+    for pos in (0, 4, 7):                       # the magic, the count
+        q = _path()
+        rl = revlist.RevocationList(q)
+        rl.add(ids[:50])
+        rl.close()
+        _damage(q, pos)
+        d = revlist.RevocationList(q)
+        assert d.damaged and len(d) == 50 and all(d.contains(x) for x in ids[:50]), pos
+        d.close()
+    q = _path()
+    rl = revlist.RevocationList(q)
+    rl.add(ids[:20])
+    rl.close()
+    _damage(q, 16 + 32 * 10, "truncate")       # half the entries gone: the rest kept
+    d = revlist.RevocationList(q)
+    assert d.damaged and len(d) == 10 and all(d.contains(x) for x in ids[:10])
 
 
 def test_clear():
