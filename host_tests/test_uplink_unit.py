@@ -1,8 +1,9 @@
 """The uplink's pure parts under CPython (PROFILE sec. 7; lock/uplink.py):
 request bytes (decoded by aiocoap's codec), answers matched to their
-exchange, the /audit acknowledgement rule, /trl and /time answers checked
-field by field, the backoff, the configuration, the log's raw batch read
-and the state file's uplink item."""
+exchange, the /audit acknowledgement rule, /trl, /time and /introspect
+answers checked field by field (introspection: test_introspection.py),
+the backoff, the configuration, the log's raw batch read and the state
+file's uplink item."""
 import os
 
 import cbor2
@@ -218,6 +219,11 @@ for d in ({"pos": 9, "ids": [bytes(32)], "ctis": [b"c"], "more": True},
 for t, floor in ((1800000000, None), (1700000000, 1750000000), (-5, None), (2 ** 40, None)):
     out.append(run(uplink.time_answer, cbor.encode(t), floor))
 out.append([uplink.backoff_ms(f, 1000, 60000, r) for f in (1, 2, 3, 9, 40) for r in (0, 0x7FFF, 0xFFFF)])
+for d in ({10: True, 9: "unlock status", 3: "lock-1"}, {10: True, 3: ["x", "lock-1"]}, {10: False},
+          {10: 1}, {10: True, 3: "lock-2"}, {10: True, 9: "x" * 256}):
+    out.append(run(uplink.introspect_answer, cbor.encode(d), "lock-1"))
+n3 = uplink.put_introspect(buf, 9, b"\x01\x02", bytes(range(32)))
+out.append(bytes(buf[:n3]).hex())
 import json
 print(json.dumps(out))
 '''

@@ -69,7 +69,10 @@ class Access:
     bound to `peer` (the connection). request(msg, peer) -> CBOR Result
     [granted (bool), error (0-2 or null), reason (text)] for a reassembled
     Request CBOR [token_or_hash, permission, nonce, signature]; for a
-    granted `status` the text is the door's state. A full token that
+    granted `status` the text is the door's state, for a grant the AS was
+    not asked about (offline_allowed) that reason; an online check still
+    waiting for the AS answers introspection_pending (the Challenge is new
+    after every attempt: the phone retries with it). A full token that
     authorized a grant is kept in the token store, so the phone names it
     by its 32-byte id next time. Bearer tokens are refused (sec. 3: only
     over DTLS)."""
@@ -103,7 +106,7 @@ class Access:
         return cbor.encode([self.device_id, self.authz.nonce(peer)])
 
     def result(self, granted, reason, text=None):
-        if granted and text is None:
+        if granted and text is None and reason == reasons.OK:
             return self._ok  # the door moved: nothing left to allocate
         return cbor.encode([granted, reasons.error_value(reason), text or reasons.name(reason)])
 
@@ -134,7 +137,7 @@ class Access:
         ready = self.actuator.ready if action in ("unlock", "pulse") else None
         # The PoP option's shape (PROFILE sec. 3): the authorizer parses it.
         proof = self._proof_of(nonce, sig)
-        d = self.authz.decide(perm, TRANSPORT, peer, tok, proof, None, ready)
+        d = self.authz.decide(perm, TRANSPORT, peer, tok, proof, None, ready, res.online_check)
         if not d.granted:
             return self.result(False, d.reason), d
         if len(tok) != _HASH_LEN:
@@ -156,4 +159,4 @@ class Access:
             self.actuator.set_fault(str(e))
             self.actuator.lock("fault")
             return self.result(False, reasons.ACTUATOR_FAULT), d
-        return self.result(True, reasons.OK, text), d
+        return self.result(True, d.reason, text), d

@@ -13,6 +13,14 @@ from trust.verifier import token_id
 
 _HASH_LEN = 32
 _SUMMARY_MS = 60000
+_PENDING_RETRY_S = 1  # Max-Age of an introspection_pending answer
+
+# What the AS said about a token (lock/uplink.py's Uplink.ask; PROFILE
+# sec. 7, RFC 9200 sec. 5.9).
+INTRO_PENDING = 0   # asked (or queued): no answer yet
+INTRO_ACTIVE = 1
+INTRO_INACTIVE = 2
+INTRO_OFFLINE = 3   # the AS cannot be asked now (or there is no uplink)
 # Refusals the client did not cause: nothing was presented, the lock ran out
 # of heap or could not write its state, or a nonce the lock no longer knows
 # (a reboot) or that ran out of time (PROFILE sec. 3 v2). The lockout does
@@ -21,12 +29,30 @@ _SUMMARY_MS = 60000
 # failed or proofless token check counts, a request that made k checks k times.
 _NOT_COUNTED = (reasons.TOKEN_MISSING, reasons.NO_MEMORY, reasons.NONCE_UNKNOWN,
                 reasons.NONCE_EXPIRED, reasons.STATE_DAMAGED, reasons.STATE_FAILURE,
-                reasons.STORE_FULL, reasons.DTLS_FAILED)
+                reasons.STORE_FULL, reasons.DTLS_FAILED, reasons.INTROSPECTION_PENDING,
+                reasons.AS_UNREACHABLE)
+# Every local check passed and the AS could not answer yet (or cannot be
+# asked): the signature checks made were good ones, so nothing is counted;
+# many pending rounds never lock a phone out.
+_CHECKED = (reasons.INTROSPECTION_PENDING, reasons.AS_UNREACHABLE)
 _NONCE_GONE = (reasons.NONCE_UNKNOWN, reasons.NONCE_EXPIRED)
 _LOCK_FAULT = (reasons.NO_MEMORY, reasons.STATE_FAILURE)
 # A handshake that failed before naming an identity may come from a spoofed
 # address (before the cookie exchange): summarized, and not counted.
 _SUMMARIZED = (reasons.TOKEN_MISSING, reasons.LOCKED_OUT, reasons.DTLS_FAILED)
+
+
+def scope_has(scope, permission):
+    """Is `permission` one of the space-separated names of `scope` (text)?"""
+    n = len(permission)
+    end = len(scope)
+    i = scope.find(permission)
+    while i >= 0:
+        j = i + n
+        if (i == 0 or scope[i - 1] == " ") and (j == end or scope[j] == " "):
+            return True
+        i = scope.find(permission, j)
+    return False
 
 
 class Decision:
@@ -43,6 +69,10 @@ class Decision:
 
 
 class Authorizer:
+    # The uplink (lock/uplink.py) sets its own as `introspection` when there
+    # is one: online checks ask it. A class default costs no instance heap.
+    introspection = None
+
     def __init__(self, device_id, verifier, store, nonces, clock, log, lockout,
                  boot=0, on_change=None):
         self.device_id = device_id
@@ -193,12 +223,37 @@ class Authorizer:
                 last = e
         raise last
 
-    def decide(self, permission, transport, peer, bearer=None, proof=None, session=None, ready=None):
+    def decide(self, permission, transport, peer, bearer=None, proof=None, session=None, ready=None,
+               online=None):
         """The whole decision for `permission`, logged before it is returned.
-        `ready()` gives None when the actuator can move, else why not."""
+        `ready()` gives None when the actuator can move, else why not.
+        `online`: the permission's offline policy ("deny" or "allow") when
+        it is configured with an online check (see online_check)."""
         return self._decided(permission, transport, peer,
                              lambda: self.authorize(permission, transport, bearer, proof, session, peer), ready,
-                             proof)
+                             proof, online)
+
+    def online_check(self, tok, permission, policy):
+        """PROFILE sec. 7, RFC 9200 sec. 5.9: after every local check, what
+        the AS says about `tok` now, never waiting for it. Returns the
+        reason of a grant (OK, or OFFLINE_ALLOWED: the AS could not be
+        asked and `policy` is "allow"), or raises Refused:
+        INTROSPECTION_INACTIVE, SCOPE_INSUFFICIENT (active, but the AS's
+        scope now lacks `permission`), INTROSPECTION_PENDING (asked: retry
+        after Max-Age) or AS_UNREACHABLE (policy "deny")."""
+        u = self.introspection
+        state, scope = u.ask(tok.hash) if u is not None else (INTRO_OFFLINE, None)
+        if state == INTRO_ACTIVE:
+            if scope is not None and not scope_has(scope, permission):
+                raise Refused(reasons.SCOPE_INSUFFICIENT, "the AS's scope now lacks %s" % permission)
+            return reasons.OK
+        if state == INTRO_INACTIVE:
+            raise Refused(reasons.INTROSPECTION_INACTIVE)
+        if state == INTRO_PENDING:
+            raise Refused(reasons.INTROSPECTION_PENDING)
+        if policy == "allow":
+            return reasons.OFFLINE_ALLOWED
+        raise Refused(reasons.AS_UNREACHABLE)
 
     def post_token(self, raw, transport, peer):
         """/authz-info as a logged decision, under the same lockout: each
@@ -215,7 +270,7 @@ class Authorizer:
         except Refused:
             return False
 
-    def _decided(self, permission, transport, peer, check, ready=None, proof=None):
+    def _decided(self, permission, transport, peer, check, ready=None, proof=None, online=None):
         now_ms = self.clock.uptime_ms()
         checks = self.checks
         tok = None
@@ -235,12 +290,16 @@ class Authorizer:
                 # new lifetime.
                 if self.verifier.exi.dirty and not self._save():
                     raise Refused(reasons.STATE_FAILURE, "exi first receipt not saved")
+                granted = reasons.OK
+                if online is not None:
+                    granted = self.online_check(tok, permission, online)
                 why = ready() if ready else None
                 if why:
                     raise Refused(reasons.ACTUATOR_FAULT, why)
-                d = Decision(True, reasons.OK, tok, permission)
+                d = Decision(True, granted, tok, permission)
             except Refused as e:
-                d = Decision(False, e.reason, tok, permission, e.detail)
+                d = Decision(False, e.reason, tok, permission, e.detail,
+                             _PENDING_RETRY_S if e.reason == reasons.INTROSPECTION_PENDING else 0)
             except MemoryError:
                 # Fail closed and say why; the client did nothing wrong, so
                 # the lockout does not count it. Collect before the log append.
@@ -259,8 +318,8 @@ class Authorizer:
             elif peer is not None:
                 if d.reason not in _NOT_COUNTED:
                     cost = max(1, cost)
-                elif d.reason in _LOCK_FAULT:
-                    cost = 0  # the lock's own failure, whatever it had checked
+                elif d.reason in _LOCK_FAULT or d.reason in _CHECKED:
+                    cost = 0  # the lock's own failure, or checks that all passed
                 if cost:
                     self.lockout.failure(peer, now_ms, cost)
         if self.verifier.exi.dirty:

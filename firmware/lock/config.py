@@ -36,15 +36,75 @@ def _hex(v, n, what):
     return b
 
 
-class Resource:
-    __slots__ = ("path", "method", "permission", "action", "channel")
+_ONLINE = ("deny", "allow")
 
-    def __init__(self, path, method, permission, action, channel=None):
+
+class Resource:
+    """`online_check`: None, or the permission's offline policy ("deny" or
+    "allow": what happens when the AS cannot be asked) when every request
+    for it asks the AS first (PROFILE sec. 7; lock/uplink.py)."""
+    online_check = None  # set on the instance only when there is one: no heap for the others
+
+    def __init__(self, path, method, permission, action, channel=None, online_check=None):
         self.path = path
         self.method = method
         self.permission = permission
         self.action = action
         self.channel = channel
+        if online_check is not None:
+            self.online_check = online_check
+
+
+def _online(r):
+    v = r.get("online_check")
+    if v is not None and v not in _ONLINE:
+        raise ConfigError("resource %r: online_check is \"deny\", \"allow\" or null" % (r.get("path"),))
+    return v
+
+
+def resources(entries):
+    """The defaults (PROFILE sec. 2, 4) with lock.json's "resources" entries:
+    {"path", "permission", "action" (default "pulse"), "method" (default
+    POST), "channel", "online_check"} adds or replaces the resource at
+    `path`; {"path", "online_check"} alone sets the online check of the
+    resource already there (a default). The online check belongs to the
+    permission (PROFILE sec. 7): every resource that needs it is checked,
+    and two resources that say different policies for one permission are
+    a ConfigError."""
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError("resources: a list")
+    out = [Resource(p, m, perm, a) for p, m, perm, a in DEFAULT_RESOURCES]
+    for r in entries:
+        if not isinstance(r, dict):
+            raise ConfigError("resources: each entry an object")
+        path = r.get("path", "")
+        path = path.strip("/") if isinstance(path, str) else ""
+        online = _online(r)
+        if "online_check" in r and all(k in ("path", "online_check") for k in r):
+            old = [x for x in out if x.path == path]
+            if not old:
+                raise ConfigError("resource %r: online_check alone needs a resource at that path" % (path,))
+            old[0].online_check = online
+            continue
+        action = r.get("action", "pulse")
+        perm = r.get("permission")
+        if not path or action not in _ACTIONS or not isinstance(perm, str) or not perm:
+            raise ConfigError("resource %r: path, permission and a known action needed" % (r,))
+        out = [x for x in out if x.path != path]
+        out.append(Resource(path, str(r.get("method", "POST")).upper(), perm, action, r.get("channel", path),
+                            online))
+    policy = {}
+    for x in out:
+        if x.online_check is not None:
+            if policy.get(x.permission, x.online_check) != x.online_check:
+                raise ConfigError("permission %r: online_check \"deny\" and \"allow\" on different resources"
+                                  % x.permission)
+            policy[x.permission] = x.online_check
+    for x in out:
+        v = policy.get(x.permission)
+        if v != x.online_check:
+            x.online_check = v
+    return out
 
 
 class Config:
@@ -116,15 +176,7 @@ class Config:
         self.log_capacity = int(lg.get("capacity_bytes", 65536))
         self.log_segment = int(lg.get("segment_bytes", 8192))
         self.clock = d.get("clock", "unsynced")
-        self.resources = [Resource(p, m, perm, a) for p, m, perm, a in DEFAULT_RESOURCES]
-        for r in d.get("resources", ()):
-            path = r.get("path", "").strip("/")
-            action = r.get("action", "pulse")
-            if not path or action not in _ACTIONS or not r.get("permission"):
-                raise ConfigError("resource %r: path, permission and a known action needed" % (r,))
-            self.resources = [x for x in self.resources if x.path != path]
-            self.resources.append(Resource(path, r.get("method", "POST").upper(), r["permission"],
-                                           action, r.get("channel", path)))
+        self.resources = resources(d.get("resources") or ())
         if self.skew_s < 0 or self.relock_ms <= 0:
             raise ConfigError("clock_skew_s and relock_ms must be positive")
 
@@ -146,6 +198,9 @@ class Uplink:
         "min_free_bytes": 12288      heap that must be free (after a
                                      collection) to open a session: the
                                      decisions' room comes first
+        "introspect_s": 60           how long an answer of the AS's
+                                     /introspect stays fresh (online checks)
+        "introspect_entries": 8      answers kept (token ids), 1 to 32
 
     `enabled` is False when "uri" is null or absent."""
 
@@ -168,6 +223,11 @@ class Uplink:
         self.max_retry_ms = max(self.retry_ms, _seconds(d, "max_retry_s", 600))
         self.batch_bytes = int(d.get("batch_bytes", 1024))
         self.min_free = int(d.get("min_free_bytes", 12288))
+        self.introspect_ms = _seconds(d, "introspect_s", 60)
+        n = d.get("introspect_entries", 8)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 32:
+            raise ConfigError("uplink.introspect_entries: 1 to 32")
+        self.introspect_entries = n
         if not 256 <= self.batch_bytes <= 1024:
             raise ConfigError("uplink.batch_bytes: 256 to 1024 (one datagram)")
         if not isinstance(self.ca, str) or not self.ca or (self.name is not None and not isinstance(self.name, str)):

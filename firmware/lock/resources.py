@@ -69,6 +69,12 @@ class Binding:
         if reason == reasons.LOCKED_OUT:
             opts.append((m.MAX_AGE, m.encode_uint(retry_s)))
             return Response(code, b"", opts)
+        if reason == reasons.INTROSPECTION_PENDING:
+            # PROFILE sec. 7: the AS is being asked; retry after Max-Age.
+            # A proof's nonce is spent: a fresh cnonce for the retry (this
+            # peer's request has just passed every local check).
+            opts.append((m.MAX_AGE, m.encode_uint(retry_s)))
+            return Response(code, cbor.encode({_HINT_CNONCE: self.authz.nonce(peer)}), opts, CF_ACE_CBOR)
         if code >> 5 == 4:
             return Response(code, self.hints(peer), opts, CF_ACE_CBOR)
         return Response(code, b"", opts)
@@ -114,7 +120,7 @@ class Protected:
         ready = b.actuator.ready if action in ("unlock", "pulse") else None
         peer = _peer_id(ex)
         d = b.authz.decide(self.res.permission, ex.transport, peer,
-                           req.get(m.BEARER), req.get(m.POP), ex.session, ready)
+                           req.get(m.BEARER), req.get(m.POP), ex.session, ready, self.res.online_check)
         if not d.granted:
             return b.refusal(d.reason, peer, d.retry_s)
         # A grant over plain CoAP needs a proof over a nonce sent to this

@@ -52,6 +52,23 @@ RST or ignores.
   integer under tag 1). The lock sets its wall clock and persists it as
   the last good time; a time before the last good one (this boot or a
   previous one) is refused.
+- `POST /introspect` (RFC 9200 sec. 5.9; Content-Format 19,
+  application/ace+cbor, both ways): {11: the token id (32 bytes)}; the
+  token itself is never sent (the AS knows the tokens it issued by id, and
+  its payload stays 36 bytes). Answer (2.01 as the bench AS gives, any
+  2.xx taken): a map with 10 (active) a bool; when true, 9 (scope) text is
+  what the AS's policies allow now (absent: the token's own scope), 3
+  (aud), when present, must name this lock; other claims are ignored.
+  Anything else refuses the job. Asked only for a permission configured
+  with "online_check" (lock/config.py), after every local check passed
+  (lock/authz.py), and ahead of the other jobs: a decision that finds no
+  fresh answer queues the token id and is refused at once
+  (introspection_pending, 5.03 with Max-Age 1: nothing waits); the answer
+  is kept per token id for `uplink.introspect_s` (60) in a table of
+  `uplink.introspect_entries` (8). While the AS cannot be asked (the last
+  round did not reach it, until one does; a refused /introspect, until
+  its backoff is over; a queued id not answered within 3 s) the
+  permission's offline policy decides (as_unreachable or offline_allowed).
 """
 import asyncio
 import gc
@@ -60,6 +77,7 @@ import os
 from micropython import const
 
 from coap import message as m
+from lock.authz import INTRO_ACTIVE, INTRO_INACTIVE, INTRO_OFFLINE, INTRO_PENDING
 from trust import cbor
 from trust.reasons import Refused
 
@@ -69,6 +87,9 @@ _RST = const(3)
 _GET = const(1)
 _POST = const(2)
 _CF_CBOR = const(60)
+_CF_ACE_CBOR = const(19)
+_SCOPE_MAX = const(255)       # scope text an /introspect answer may carry
+_PENDING_MS = const(3000)     # a queued token id not answered by then: the AS is not there
 _BUF = const(1152)            # request and answer: one datagram
 _MAX_ANSWER = const(1024)     # payload bytes an answer may have
 _MAX_RECORDS = const(23)      # a one-byte CBOR array head
@@ -237,6 +258,106 @@ def time_answer(answer, floor):
     return t
 
 
+def put_introspect(buf, mid, token, tid):
+    """POST /introspect {11: tid} (RFC 9200 sec. 5.9.1) in buf; returns the end."""
+    pos = put_header(buf, _POST, mid, token, ("introspect",), None, _CF_ACE_CBOR)
+    if len(tid) != 32 or pos + 37 > len(buf):
+        raise ValueError("a token id is 32 bytes")
+    buf[pos:pos + 5] = b"\xff\xa1\x0b\x58\x20"
+    buf[pos + 5:pos + 37] = tid
+    return pos + 37
+
+
+def introspect_answer(answer, device_id):
+    """(active, scope text or None) of a /introspect answer (RFC 9200 sec.
+    5.9.2); Refusal when it is not CBOR, has no boolean 10 (active), a
+    scope that is not text of at most 255 bytes, or an aud without this
+    lock."""
+    try:
+        d = cbor.decode(answer, 4, _MAX_ANSWER)
+    except ValueError:
+        raise Refusal("/introspect answer is not CBOR")
+    active = d.get(10) if isinstance(d, dict) else None
+    if not isinstance(active, bool):
+        raise Refusal("/introspect answer without active (10)")
+    if not active:
+        return False, None
+    scope = d.get(9)
+    if scope is not None and (not isinstance(scope, str) or len(scope) > _SCOPE_MAX):
+        raise Refusal("/introspect answer: scope (9) is text of at most %d bytes" % _SCOPE_MAX)
+    aud = d.get(3)
+    if aud is not None and aud != device_id and not (isinstance(aud, list) and device_id in aud):
+        raise Refusal("/introspect answer for another audience")
+    return True, scope
+
+
+class Answers:
+    """Answers of the AS's /introspect, per token id (PROFILE sec. 7): at
+    most `size` entries [token id, state, uptime ms, scope], made at boot.
+    Who fills it: only decisions for an online-check permission whose every
+    local check passed (a token the AS signed and, but for bearer tokens on
+    DTLS, its proof of possession), one entry per token id. A queued entry
+    (INTRO_PENDING) stays until it is asked or the AS cannot be asked; an
+    answered one until `fresh_ms` are over, or until a new token id needs
+    its slot (the oldest answer goes first)."""
+
+    def __init__(self, size, fresh_ms):
+        self.fresh_ms = fresh_ms
+        self.table = [[None, INTRO_PENDING, 0, None] for _ in range(size)]
+
+    def find(self, tid):
+        for e in self.table:
+            if e[0] == tid:
+                return e
+        return None
+
+    def fresh(self, e, now):
+        return e[1] != INTRO_PENDING and now - e[2] < self.fresh_ms
+
+    def queue(self, tid, now):
+        """Queue `tid` to be asked; False when every entry is queued."""
+        e = self.find(tid)
+        if e is None:
+            for x in self.table:
+                if x[0] is None:
+                    e = x
+                    break
+        if e is None:
+            for x in self.table:
+                if x[1] != INTRO_PENDING and (e is None or x[2] - e[2] < 0):
+                    e = x
+        if e is None:
+            return False
+        e[0] = tid
+        e[1] = INTRO_PENDING
+        e[2] = now
+        e[3] = None
+        return True
+
+    def queued(self):
+        for e in self.table:
+            if e[0] is not None and e[1] == INTRO_PENDING:
+                return e
+        return None
+
+    def answer(self, e, tid, active, scope, now):
+        if e[0] == tid:  # still ours (not cleared while the AS was asked)
+            e[1] = INTRO_ACTIVE if active else INTRO_INACTIVE
+            e[2] = now
+            e[3] = scope
+
+    def drop_queued(self):
+        for e in self.table:
+            if e[1] == INTRO_PENDING:
+                e[0] = None
+
+    def clear(self):
+        for e in self.table:
+            e[0] = None
+            e[1] = INTRO_PENDING
+            e[3] = None
+
+
 def backoff_ms(fails, base_ms, max_ms, r):
     """Exponential backoff with jitter: a delay in [d/2, d], d = base *
     2**(fails - 1) capped at max; `r` a random 16-bit number."""
@@ -253,8 +374,10 @@ class Uplink:
     """`ucfg`: config.Uplink; `cursors`: the app's [trl_pos, last good wall
     time], saved with the lock's state by `persist()` (raises OSError);
     `authz`: the Authorizer (its revoke() applies a revocation list and
-    persists it); `connect()`: a new channel (see coap/dtls_client.py); `buf`: a
-    bytearray of at least 1152 bytes it may share (see _exchange)."""
+    persists it; its online checks ask `ask()`: the uplink hands itself to
+    it as `authz.introspection`); `connect()`: a new channel (see
+    coap/dtls_client.py); `buf`: a bytearray of at least 1152 bytes it may
+    share (see _exchange)."""
 
     def __init__(self, ucfg, device_id, log, clock, authz, cursors, persist, connect, say=print,
                  rand=os.urandom, buf=None):
@@ -277,11 +400,20 @@ class Uplink:
         r = rand(4)
         self._mid = (r[0] << 8) | r[1]
         self._tok = (r[2] << 8) | r[3]
-        self.fails = {"time": 0, "trl": 0, "audit": 0}
+        self.fails = {"time": 0, "trl": 0, "audit": 0, "introspect": 0}
         self._said = None  # the failure said last (None: the AS answered since)
         self.dropped_sent = -1
         now = clock.uptime_ms()
-        self.next = {"time": now, "trl": now, "audit": now}
+        self.next = {"time": now, "trl": now, "audit": now, "introspect": now}
+        # Online checks (PROFILE sec. 7): the AS's answers, and the uptime
+        # before which the AS is taken as not reachable (the backoff of a
+        # round that did not reach it, or of a failed /introspect).
+        self.answers = Answers(ucfg.introspect_entries, ucfg.introspect_ms)
+        self.offline_until = 0
+        self.unreachable = False  # the last round did not reach the AS
+        self._wake = asyncio.Event()  # a token id was queued: the loop wakes at once
+        authz.introspection = self
+        self.introspected = 0
         # Figures for tests and benchmarks.
         self.rounds_ok = 0
         self.step_ms = 0
@@ -292,12 +424,18 @@ class Uplink:
         self.low_heap = None  # smallest gc.mem_free() after a collection inside a round
         self._measured = False
 
-    def rebound(self):
+    def rebound(self, same=False):
         """The lock was rebound to another AS (app.rebind): its revocation
         list starts over, every job is due, the channel follows the new
-        configuration. The last good time stays (time never goes back)."""
-        self.cursors[0] = 0
+        configuration. The last good time stays (time never goes back).
+        `same`: the AS is the one trusted already (a new address): only
+        the channel changes."""
+        if not same:
+            self.cursors[0] = 0
+            self.answers.clear()  # the old AS's word on its tokens
         self.dropped_sent = -1
+        self.offline_until = 0
+        self.unreachable = False
         self._close()  # a session with the old AS
         now = self.clock.uptime_ms()
         for name in self.next:
@@ -314,8 +452,47 @@ class Uplink:
         b = self.rand(2)
         return (b[0] << 8) | b[1]
 
+    def ask(self, tid):
+        """What a decision may take from the AS about token id `tid` now
+        (lock/authz.py's online check), never waiting: (INTRO_ACTIVE, scope
+        or None) or (INTRO_INACTIVE, None), a fresh answer;
+        (INTRO_PENDING, None), queued to be asked (ahead of the other
+        jobs; when every entry is queued, it is not, and the retry finds
+        room); (INTRO_OFFLINE, None), the AS cannot be asked now."""
+        now = self.clock.uptime_ms()
+        answers = self.answers
+        e = answers.find(tid)
+        if e is not None and answers.fresh(e, now):
+            return e[1], e[3]
+        if self.unreachable or now < self.offline_until:
+            return INTRO_OFFLINE, None
+        self._wake.set()
+        if e is None or e[1] != INTRO_PENDING:
+            answers.queue(tid, now)
+        elif now - e[2] >= _PENDING_MS:
+            # Asked and not answered in time: the AS is not there now (the
+            # round says so when its retransmissions are over). The answer,
+            # when it comes, is kept for the next request.
+            return INTRO_OFFLINE, None
+        return INTRO_PENDING, None
+
+    async def _sleep(self, ms):
+        # Until `ms` are over or a token id is queued (ask()).
+        ev = self._wake
+        if not ev.is_set():
+            try:
+                if hasattr(asyncio, "wait_for_ms"):
+                    await asyncio.wait_for_ms(ev.wait(), ms)
+                else:
+                    await asyncio.wait_for(ev.wait(), ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+        ev.clear()
+
     def _due(self, now):
         jobs = []
+        if self.answers.queued() is not None and now >= self.next["introspect"]:
+            jobs.append("introspect")
         for name in ("time", "trl", "audit"):
             if now >= self.next[name] and (name != "audit" or self.log.pending()
                                            or self.log.dropped != self.dropped_sent):
@@ -329,8 +506,11 @@ class Uplink:
                 self._close()
             jobs = self._due(now)
             if not jobs:
-                wait = min(self.next.values()) - now
-                await asyncio.sleep_ms(min(max(wait, 100), 1000))
+                nx = self.next
+                wait = min(nx["time"], nx["trl"], nx["audit"]) - now
+                if self.answers.queued() is not None:
+                    wait = min(wait, nx["introspect"] - now)
+                await self._sleep(min(max(wait, 100), 1000))
                 if self.next["audit"] <= self.clock.uptime_ms() and not self.log.pending():
                     self.next["audit"] = self.clock.uptime_ms() + 1000  # look again in a second
                 continue
@@ -348,11 +528,19 @@ class Uplink:
         now = self.clock.uptime_ms()
         if why is None:
             self.fails[name] = 0
+            if name == "introspect":
+                self.next[name] = now  # asked whenever a token id is queued
+                return
             # A backlog (the round stopped at its batch cap) goes on at once.
             self.next[name] = now + (0 if name == "audit" and self._more else self._interval(name))
             return
         n = self.fails[name] = self.fails[name] + 1
         self.next[name] = now + backoff_ms(n, self.cfg.retry_ms, self.cfg.max_retry_ms, self._r16())
+        if name == "introspect":
+            # The AS cannot be asked: the offline policies decide until the
+            # backoff is over (PROFILE sec. 7); the queued ids are not kept.
+            self.offline_until = max(self.offline_until, self.next[name])
+            self.answers.drop_queued()
         if why != self._said:
             self._said = why
             self.say("uplink: %s; retrying with backoff" % why)
@@ -402,9 +590,13 @@ class Uplink:
                 try:
                     chan = self.chan or await self._open()
                     while left:
+                        if "introspect" not in left and self.answers.queued() is not None:
+                            left.insert(0, "introspect")  # a decision asked: it goes next
                         name = left[0]
                         try:
-                            if name == "time":
+                            if name == "introspect":
+                                await self._introspect(chan)
+                            elif name == "time":
                                 await self._time(chan)
                             elif name == "trl":
                                 await self._trl(chan)
@@ -441,9 +633,14 @@ class Uplink:
                          " longest handshake step %d ms)" % (
                              self.uploaded, self.low_heap if self.low_heap is not None else -1, self.step_ms))
             self.rounds_ok += 1
+            self.unreachable = False  # the AS answers
             return True
         for name in left:
             self._done(name, why)
+        # The AS was not reached: the offline policies decide until a round
+        # reaches it again.
+        self.unreachable = True
+        self.answers.drop_queued()
         return False
 
     async def _handshake(self, chan):
@@ -548,6 +745,20 @@ class Uplink:
             poll = min(poll * 2, _POLL_MAX_MS)
 
     # Jobs ---------------------------------------------------------------
+    async def _introspect(self, chan):
+        """Ask the AS about every queued token id (RFC 9200 sec. 5.9)."""
+        answers = self.answers
+        for _ in range(len(answers.table)):
+            e = answers.queued()
+            if e is None:
+                return
+            tid = e[0]
+            _, payload = await self._exchange(chan, lambda b, mid, tok: put_introspect(b, mid, tok, tid))
+            active, scope = introspect_answer(payload, self.device_id)
+            payload = None
+            answers.answer(e, tid, active, scope, self.clock.uptime_ms())
+            self.introspected += 1
+
     async def _time(self, chan):
         _, payload = await self._exchange(chan, lambda b, mid, tok: put_header(b, _GET, mid, tok, ("time",)))
         t = time_answer(payload, self.cursors[1])
@@ -585,7 +796,10 @@ class Uplink:
     async def _audit(self, chan):
         log = self.log
         self._more = False
-        for _ in range(_BATCHES):
+        for i in range(_BATCHES):
+            if i and self.answers.queued() is not None:
+                self._more = True  # a decision asked the AS: the rest after its answer
+                return
             dropped = log.dropped
             if not log.pending() and dropped == self.dropped_sent:
                 return

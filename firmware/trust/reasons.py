@@ -67,6 +67,12 @@ REVOCATIONS_FULL = const(45)  # the revocation list is full (5.03)
 # DTLS handshakes (RFC 9202; logged with permission "dtls", no CoAP answer).
 DTLS_FAILED = const(46)  # no common suite, a bad message or an alert before any identity
 PSK_MISMATCH = const(47)  # a known PSK identity whose key the client did not have
+# Online checks (PROFILE sec. 7; RFC 9200 sec. 5.9): permissions configured
+# with "online_check" ask the AS (lock/uplink.py) after every local check.
+INTROSPECTION_INACTIVE = const(48)  # the AS said the token is not active (4.01, counted)
+INTROSPECTION_PENDING = const(49)  # the AS is being asked: retry after Max-Age (5.03, not counted)
+AS_UNREACHABLE = const(50)  # the AS cannot be asked and the policy is "deny" (5.03, not counted)
+OFFLINE_ALLOWED = const(51)  # a grant without the AS: the policy is "allow" (logged as such)
 
 # Indexed by reason: the name, the Error option value (255: no option) and
 # the CoAP code. Kept as one string and two byte strings rather than a dict
@@ -82,7 +88,8 @@ _NAMES = (
     "token_unknown psk_key_invalid exi_table_full locked_out log_failure "
     "actuator_fault bad_request store_full wrong_session no_memory "
     "state_damaged state_failure token_superseded revocations_full "
-    "dtls_failed psk_mismatch "
+    "dtls_failed psk_mismatch introspection_inactive introspection_pending "
+    "as_unreachable offline_allowed "
 )
 _E = const(255)  # no Error option
 _ERRORS = bytes((
@@ -104,6 +111,8 @@ _ERRORS = bytes((
     1,                                          # 44 token_superseded
     _E,                                         # 45 revocations_full
     _E, 1,                                      # 46-47 dtls_failed, psk_mismatch
+    1,                                          # 48 introspection_inactive
+    _E, _E, _E,                                 # 49-51 pending, as_unreachable, offline_allowed
 ))
 _CODES = bytes((
     0x44,                                       # 0 ok: 2.04
@@ -124,12 +133,15 @@ _CODES = bytes((
     0x81,                                       # 44 token_superseded: 4.01
     0xA3,                                       # 45 revocations_full: 5.03
     0x80, 0x81,                                 # 46-47 (a handshake has no CoAP answer)
+    0x81,                                       # 48 introspection_inactive: 4.01
+    0xA3, 0xA3,                                 # 49-50 pending (with Max-Age), as_unreachable: 5.03
+    0x44,                                       # 51 offline_allowed: a grant
 ))
-COUNT = const(48)
+COUNT = const(52)
 
 def name(reason):
     if 0 <= reason < COUNT:
-        # The reason-th word, found in place: split() made a list of 48
+        # The reason-th word, found in place: split() made a list of 52
         # strings on every call (about 1 KB of heap to answer one request).
         i = 0
         for _ in range(reason):

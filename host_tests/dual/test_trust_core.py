@@ -323,6 +323,8 @@ REASONS = {
     "store_full": (None, "5.03"), "wrong_session": (1, "4.01"), "no_memory": (None, "5.03"),
     "state_damaged": (None, "5.03"), "state_failure": (None, "5.03"), "token_superseded": (1, "4.01"),
     "revocations_full": (None, "5.03"), "dtls_failed": (None, "4.00"), "psk_mismatch": (1, "4.01"),
+    "introspection_inactive": (1, "4.01"), "introspection_pending": (None, "5.03"),
+    "as_unreachable": (None, "5.03"), "offline_allowed": (None, "2.04"),
 }
 
 

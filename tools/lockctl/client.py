@@ -5,6 +5,7 @@ a 2.01 or of a 4.01's AS Request Creation Hints) with a PoP proof, and
 reports the outcome readably.
 """
 import asyncio
+import sys
 
 import cbor2
 
@@ -14,6 +15,10 @@ BEARER = 65001
 POP = 65005
 ERROR = 65000
 ERROR_NAMES = {0: "invalid_request", 1: "invalid_token", 2: "insufficient_scope"}
+# A 5.03 with Max-Age (the lock is asking its AS: PROFILE sec. 7) is tried
+# again after that many seconds, this many times at most.
+RETRIES = 5
+MAX_WAIT_S = 30
 ACTIONS = {
     "status": ("GET", "lock", "status"),
     "unlock": ("POST", "lock/unlock", "unlock"),
@@ -39,12 +44,13 @@ def _register_options():
 
 
 class Outcome:
-    def __init__(self, code, payload, error=None, hints=None, tries=1):
+    def __init__(self, code, payload, error=None, hints=None, tries=1, waits=0):
         self.code = code
         self.payload = payload
         self.error = error
         self.hints = hints
         self.tries = tries
+        self.waits = waits    # 5.03 answers waited out (Max-Age) before this one
 
     @property
     def ok(self):
@@ -67,6 +73,14 @@ def _code(resp):
     return "%d.%02d" % (c >> 5, c & 31)
 
 
+def _max_age(resp):
+    for opt in resp.opt.option_list():
+        if int(opt.number) == 14:        # Max-Age (RFC 7252 5.10.5)
+            v = opt.value
+            return v if isinstance(v, int) else int.from_bytes(v, "big")
+    return None
+
+
 def _error_of(resp):
     for opt in resp.opt.option_list():
         if int(opt.number) == ERROR:
@@ -76,13 +90,19 @@ def _error_of(resp):
 
 
 class Phone:
-    def __init__(self, host, port, device_id, token=None, key=None, scheme="coap"):
+    """`retries`: how many 5.03 answers with Max-Age (the lock is asking its
+    AS about the token: introspection_pending) are waited out and tried
+    again; `say`: where that is said (stderr)."""
+
+    def __init__(self, host, port, device_id, token=None, key=None, scheme="coap", retries=RETRIES, say=None):
         self.base = "%s://%s:%d/" % (scheme, host if ":" not in host else "[%s]" % host, port)
         self.device_id = device_id
         self.token = token
         self.key = key
         self.nonce = None
         self.ctx = None
+        self.retries = retries
+        self.say = say or (lambda text: print(text, file=sys.stderr))
 
     async def __aenter__(self):
         import aiocoap
@@ -130,6 +150,8 @@ class Phone:
         if query:
             path = path + "?" + "&".join(query)
         tries = 0
+        waits = 0
+        hinted = False     # a 4.01's cnonce taken since the last answer waited out
         while True:
             tries += 1
             opts = []
@@ -145,15 +167,32 @@ class Phone:
                 self.nonce = None
             resp = await self._send(method, path, payload, options=opts)
             hints = None
-            if resp.payload and _code(resp).startswith("4."):
+            code = _code(resp)
+            if resp.payload and (code.startswith("4.") or code == "5.03"):
                 try:
                     hints = cbor2.loads(resp.payload)
                 except Exception:
                     hints = None
-            out = Outcome(_code(resp), resp.payload, _error_of(resp), hints, tries)
-            if (out.code == "4.01" and tries == 1 and isinstance(hints, dict) and 39 in hints
+            out = Outcome(code, resp.payload, _error_of(resp), hints, tries, waits)
+            if (out.code == "4.01" and not hinted and isinstance(hints, dict) and 39 in hints
                     and self.key is not None and self.token):
+                hinted = True
                 self.nonce = hints[39]
+                continue
+            age = _max_age(resp) if code == "5.03" else None
+            if age is not None and waits < self.retries:
+                # PROFILE sec. 7: the lock is asking its AS (nothing there
+                # waits for the network): ask again after Max-Age, with the
+                # fresh cnonce it sent, if any.
+                waits += 1
+                wait_s = min(age, MAX_WAIT_S)
+                self.say("%s: 5.03, the lock is asking its AS; trying again in %d s (%d of %d)"
+                         % (path, wait_s, waits, self.retries))
+                await asyncio.sleep(wait_s)
+                hinted = False
+                if isinstance(hints, dict) and isinstance(hints.get(39), bytes) and self.key is not None:
+                    self.nonce = hints[39]
+                    hinted = True
                 continue
             return out
 

@@ -99,6 +99,19 @@ WORDS = {
                     ""),
     "psk_mismatch": ("a DTLS handshake named a stored token's PSK identity but had the wrong key",
                      "use the --psk printed by `lockctl token --psk` for this token"),
+    "introspection_inactive": ("the lock asked its AS about the token (an online-check permission) and the "
+                               "AS said it is no longer active: revoked there, expired, or no policy allows "
+                               "it now", "ask the AS for a new token; `lockctl as policy list` shows what "
+                                         "the policies allow now"),
+    "introspection_pending": ("an online-check permission: every local check passed and the lock is asking "
+                              "its AS now (5.03 with Max-Age; not counted by the lockout)",
+                              "retry after Max-Age seconds (lockctl does this by itself)"),
+    "as_unreachable": ("an online-check permission whose offline policy is \"deny\": the lock cannot ask "
+                       "its AS now (no uplink, or the AS does not answer: the uplink is backing off)",
+                       "bring the AS (`lockctl as serve`) or the lock's network back, then retry"),
+    "offline_allowed": ("granted without the AS: an online-check permission whose offline policy is "
+                        "\"allow\", while the AS could not be asked (the log shows it)",
+                        "check why the AS was unreachable; set \"online_check\": \"deny\" to refuse instead"),
 }
 
 # The Error option value of the reasons `diagnose` names (the firmware's
@@ -123,7 +136,8 @@ _CODE_WORDS = {
     "4.15": "unsupported content format",
     "4.29": "too many failures from this address: locked out for Max-Age seconds",
     "5.00": "the lock failed serving this request (its console says why; often no heap)",
-    "5.03": "the lock cannot serve this now (token store full, no heap, log or state not written)",
+    "5.03": "the lock cannot serve this now (asking its AS: retry after Max-Age; or the AS cannot be "
+            "asked, token store full, no heap, log or state not written)",
 }
 
 _names = None
