@@ -165,6 +165,27 @@ def test_the_as_private_key_is_never_copied(lib_board, tmp_path):
         json.dump(cfg, f)
     with pytest.raises(dp.DeployError, match="holds the AS private key"):
         dp.deploy(b.port, bundle, board="unix", dry_run=True, say=lambda *a: None)
+    # Other forms the attack pass got past: the PEM as a JSON string, the
+    # scalar in decimal and base64url, a SEC1 PEM appended to the certificate.
+    import base64
+    d = k.private_numbers().private_value
+    sec1 = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                           serialization.NoEncryption())
+    with open(os.path.join(bundle, dp.AS_KEY_FILE), "rb") as f:
+        pem = f.read().decode()
+    for note in (pem, str(d), base64.urlsafe_b64encode(d.to_bytes(32, "big")).rstrip(b"=").decode()):
+        cfg["note"] = note
+        with open(os.path.join(bundle, "lock.json"), "w") as f:
+            json.dump(cfg, f)
+        with pytest.raises(dp.DeployError, match="private key"):
+            dp.deploy(b.port, bundle, board="unix", dry_run=True, say=lambda *a: None)
+    cfg.pop("note")
+    with open(os.path.join(bundle, "lock.json"), "w") as f:
+        json.dump(cfg, f)
+    with open(os.path.join(bundle, cfg["lock_cert"]), "ab") as f:
+        f.write(sec1)
+    with pytest.raises(dp.DeployError, match="private key"):
+        dp.deploy(b.port, bundle, board="unix", dry_run=True, say=lambda *a: None)
 
 
 def test_a_hash_mismatch_stops_before_the_reset_and_a_redeploy_repairs_it(lib_board):

@@ -137,8 +137,11 @@ def _as_key_secrets(bundle):
         k = serialization.load_pem_private_key(pem, None)
         out.append(k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
-        d = k.private_numbers().private_value.to_bytes(32, "big")
-        out += [d, d.hex().encode(), d.hex().upper().encode()]
+        n = k.private_numbers().private_value
+        d = n.to_bytes(32, "big")
+        import base64
+        out += [d, d.hex().encode(), d.hex().upper().encode(), str(n).encode(),
+                base64.b64encode(d).rstrip(b"="), base64.urlsafe_b64encode(d).rstrip(b"=")]
     except Exception as e:  # noqa: an unreadable AS key cannot be checked for: refuse
         raise DeployError("%s cannot be read (%s): deploy checks that it is never copied" % (path, e))
     return out
@@ -173,10 +176,37 @@ def plan_files(board, bundle, mpy_dir, made, profile, wifi=None):
             raise DeployError("refusing to copy %s: the AS private key never leaves the host" % src)
         with open(src, "rb") as f:
             data = f.read()
-        for s in secrets:
-            if s and s in data:
-                raise DeployError("refusing to copy %s: it holds the AS private key" % src)
+        for text in _forms(data):
+            for s in secrets:
+                if s and s in text:
+                    raise DeployError("refusing to copy %s: it holds the AS private key" % src)
+            # No file the lock reads holds a private key in PEM: its own key
+            # is DER (lock_key). One there is someone's key pasted by mistake.
+            if b"-----BEGIN" in text and b"PRIVATE KEY-----" in text:
+                raise DeployError("refusing to copy %s: it holds a PEM private key" % src)
     return files
+
+
+def _forms(data):
+    """The bytes of a file and, for JSON, every string in it decoded (a
+    key pasted into a JSON string has its newlines escaped)."""
+    yield data
+    if data.lstrip()[:1] in (b"{", b"["):
+        import json
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return
+        stack = [doc]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, dict):
+                stack.extend(v.keys())
+                stack.extend(v.values())
+            elif isinstance(v, list):
+                stack.extend(v)
+            elif isinstance(v, str):
+                yield v.encode()
 
 
 def shadowed(profile, made):
@@ -417,6 +447,10 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
         result.update(files=files, firmware=None, verified=0, seconds=time.monotonic() - t0)
         return result
 
+    # Everything that can be checked here is, before the board is touched
+    # (the probe interrupts the lock that runs there).
+    _check_shadowing(profile, made)
+    plan_files(board, bundle, out, made, profile, wifi)
     dev = Board(port, say)
     say("[probe] %s" % port)
     info = probe(dev)

@@ -114,6 +114,13 @@ def lock_files(path):
         raise ProvisionError("cannot read %s/lock.json: %s" % (path, e))
     if not isinstance(cfg, dict):
         raise ProvisionError("%s/lock.json is not a JSON object" % path)
+    # What the lock refuses to start without (firmware/lock/config.py checks the rest).
+    if not isinstance(cfg.get("device_id"), str) or not cfg["device_id"]:
+        raise ProvisionError("%s/lock.json: device_id must be a non-empty text" % path)
+    keys = cfg.get("as_keys")
+    if not isinstance(keys, list) or not keys or not all(
+            isinstance(k, dict) and isinstance(k.get("pub"), str) and isinstance(k.get("issuer"), str) for k in keys):
+        raise ProvisionError("%s/lock.json: as_keys must list the trusted AS keys ({issuer, kid, pub})" % path)
     names = ["lock.json"]
     for k in ("lock_key", "lock_cert"):
         if isinstance(cfg.get(k), str) and cfg[k]:
