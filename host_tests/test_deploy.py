@@ -137,6 +137,16 @@ def test_deploy_copies_verifies_resets_and_the_lock_opens_over_coaps(lib_board, 
     r = unlock(b.bundle, b.coap, b.coaps, tmp_path)
     assert r.returncode == 0 and "unlock: 2.04" in r.stdout, (r.stdout, r.stderr, "\n".join(b.lines[-30:]))
     b.wait_for("EVENT unlocked", 10, start)
+    # mpremote interrupts the running lock (as deploy's probe does) before
+    # the auto-relock: the door is driven locked, not left open with its
+    # relock task dead (attack pass).
+    mark = len(b.lines)
+    r = subprocess.run([dp.mpremote_exe(), "connect", b.port, "exec", "pass"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    b.wait_for("EVENT locked stopped", 10, mark)
+    subprocess.run([dp.mpremote_exe(), "connect", b.port, "reset"], capture_output=True, timeout=60)
+    b.wait_for("READY", 30, mark)
 
 
 def test_the_as_private_key_is_never_copied(lib_board, tmp_path):

@@ -41,7 +41,13 @@ def main():
     gc.collect()
     print("heap: %d of %d bytes free" % (gc.mem_free(), gc.mem_free() + gc.mem_alloc()))
     print("READY")
-    asyncio.run(app.run(endpoints))
+    try:
+        asyncio.run(app.run(endpoints))
+    except KeyboardInterrupt:
+        # Ctrl-C (mpremote, deploy's probe) stops the relock task with the
+        # lock: drive the door locked before the REPL has the board.
+        act.lock("stopped")
+        raise
 
 
 try:
