@@ -462,3 +462,28 @@ def test_silent_clients_give_way_to_a_new_one(lock):
     finally:
         for h in silent:
             h.close()
+
+
+def test_plain_coap_failures_do_not_lock_the_host_out_of_coaps(tmp_path):
+    """Plain CoAP's source address is not verified: refusals counted there
+    (here, bad tokens posted to /authz-info, which anyone could send with a
+    forged source) lock out that namespace only; the same host's phones still
+    get DTLS, whose cookie exchange verifies the address (attack pass: six
+    such datagrams kept a host off CoAPS)."""
+    s = SimLock(tmp_path, coaps=True, heapsize=HEAP)
+    try:
+        c = RawClient(s.port)
+        key = ch.gen_key()
+        bad = s.token(key, over={1: "https://not-the-as.example"})
+        codes = [c.request(cm.POST, "authz-info", [(cm.CONTENT_FORMAT, b"\x3d")], bad)[0].code for _ in range(8)]
+        assert codes[-1] == cm.TOO_MANY_REQUESTS, codes
+        tok = s.token(key, over={9: "unlock"})
+
+        async def go():
+            async with cert_phone(s, tok, key) as p:
+                assert (await p.upload()).code == "2.01"
+                return await p.act("unlock")
+        out = asyncio.run(go())
+        assert out.code == "2.04", out.describe() + "\n" + s.output()
+    finally:
+        s.stop()

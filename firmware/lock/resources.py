@@ -33,7 +33,15 @@ def peer_host(p):
 
 
 def _peer_id(ex):
-    return peer_host(ex.peer)
+    # The peer the lockout, nonces and the token store count against. Plain
+    # CoAP's source address is not verified (anyone can send from it), so
+    # what is counted there must not lock the same host out of CoAPS, whose
+    # cookie exchange verifies it: six forged /authz-info datagrams kept a
+    # host's phones off DTLS for 30 s at a time (attack pass).
+    h = peer_host(ex.peer)
+    if ex.transport == "coap":
+        return b"u" + h if isinstance(h, (bytes, bytearray)) else ("u", h)
+    return h
 
 
 def _check_format(req, allowed):
