@@ -5,6 +5,7 @@ virtual controller pair (lockctl.blelink) and the Bumble phone of
 CoAP with an admin token; the door is watched on the lock's EVENT lines."""
 import asyncio
 import os
+import re
 import time
 
 import cbor2
@@ -27,8 +28,10 @@ def lock(tmp_path_factory):
     # about 5.8 KB of the 56 KiB at READY (bench/bench_ble.py), and with
     # stored tokens a verification then finds no room now and then
     # (a clean no_memory deny); the ESP32 grows its heap from ESP-IDF's
-    # (MICROPY_GC_SPLIT_HEAP_AUTO), so these tests give the lock 64 KiB.
-    s = SimLock(tmp_path_factory.mktemp("blelock"), relock_ms=1500, ble=True, heapsize=BLE_HEAP, grow=0,
+    # (MICROPY_GC_SPLIT_HEAP_AUTO), so these tests run the simulator's model
+    # of it (56 KiB growing once; on a fixed 64 KiB a log page got 5.03 now
+    # and then).
+    s = SimLock(tmp_path_factory.mktemp("blelock"), relock_ms=1500, ble=True,
                 config={"lockout": {"capacity": 64}})
     s.key = ch.gen_key()
     s.tok = s.token(s.key)
@@ -102,7 +105,7 @@ def unlocks(lock, start, expect):
 def test_advertises_and_says_so(lock):
     line = lock.wait_for("BLE: advertising")
     assert lock.device_id in line and "random static" in line
-    heap = int(lock.wait_for("heap:").split()[1])
+    heap = int(re.search(r"(\d+) free", lock.wait_for("heap:")).group(1))
     assert heap > 8000, "free heap at READY with BLE on: %d" % heap
 
 
@@ -388,10 +391,11 @@ def test_phone_and_lock_frame_alike():
 @pytest.mark.slow
 def test_twenty_unlocks_with_coaps_on(tmp_path):
     """The heap with BLE and CoAPS both on (issue 9's no_memory denies): 20
-    of 20 unlocks of two phones are granted at 64 KiB, full tokens, ids
-    only and both payloads, each decided on the heap the lock has left
-    once both phones' tokens are stored."""
-    s = SimLock(tmp_path, ble=True, coaps=True, heapsize=BLE_HEAP, grow=0)
+    of 20 unlocks of two phones are granted on the ESP32 model's heap (56
+    KiB growing once, as the board's does), full tokens, ids only and both
+    payloads, each decided on the heap the lock has left once both phones'
+    tokens are stored. (On a fixed 64 KiB one in about 60 got no_memory.)"""
+    s = SimLock(tmp_path, ble=True, coaps=True)
     try:
         s.wait_for("BLE: heap", 10)
         keys = [ch.gen_key(), ch.gen_key()]

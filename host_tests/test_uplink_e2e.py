@@ -296,8 +296,10 @@ def test_as_dropping_every_other_request(tmp_path):
         seqs = sorted(asrv.stored)
         assert seqs == list(range(1, 31)), seqs
         # (A retransmission that crosses a late answer is received twice and
-        # stored once: the AS keeps records by seq.)
-        assert asrv.dropped >= 3
+        # stored once: the AS keeps records by seq.) How many requests it
+        # took depends on how the decisions fell into batches (on a loaded
+        # machine, fewer and fuller): at least two were dropped and retried.
+        assert asrv.dropped >= 2
 
 
 def test_killed_between_upload_and_cursor_write(tmp_path):
