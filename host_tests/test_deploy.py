@@ -311,3 +311,18 @@ def test_lockctl_board_serves_mpremote_and_powers_off_on_ctrl_c(tmp_path):
         except OSError:
             pass
     assert not left, left
+
+
+def test_a_second_board_on_a_directory_in_use_is_refused(tmp_path):
+    """Two `lockctl board` on one directory would share its flash image and
+    the second would take the first's port (attack pass): refused while
+    the first runs; a stale port link (a board killed outright) is taken."""
+    from lockctl.boardsim import BoardError
+    with BoardSim(str(tmp_path / "board"), firmware="frozen", heapsize=UNIX["heap"]) as b:
+        with pytest.raises(BoardError, match="in use"):
+            BoardSim(str(tmp_path / "board"), firmware="frozen", heapsize=UNIX["heap"]).start()
+        assert os.path.exists(b.port)
+    assert not os.path.lexists(os.path.join(str(tmp_path / "board"), "ttyBOARD"))
+    os.symlink("/dev/pts/999999", os.path.join(str(tmp_path / "board"), "ttyBOARD"))
+    with BoardSim(str(tmp_path / "board"), firmware="frozen", heapsize=UNIX["heap"]) as b:
+        assert os.path.exists(b.port)

@@ -51,6 +51,8 @@ def test_record_round_trip(tmp_path):
     ({"pub": b"\x04" + bytes(63)}, "pub"),
     ({"cert": b""}, "cert"),
     ({"cert": bytes(1025)}, "cert"),
+    ({"cert": bytes(400)}, "cert"),
+    ({"cert": b"\x30\x03\x02\x01\x01junk"}, "cert"),
     ({"uri": "http://as2.example"}, "uri"),
     ({"uri": "coaps://as2.example/audit"}, "uri"),
     ({"as_lock_key": bytes(15)}, "as_lock_key"),

@@ -60,6 +60,21 @@ def _text(rec, key, hi):
     return v
 
 
+def _der_sequence_len(b):
+    # The length of the DER SEQUENCE at the start of b (header included), or
+    # -1: a certificate is one SEQUENCE and nothing after it (mbedTLS checks
+    # the rest when the uplink connects).
+    if len(b) < 2 or b[0] != 0x30:
+        return -1
+    n = b[1]
+    if n < 0x80:
+        return 2 + n
+    k = n & 0x7F
+    if not 1 <= k <= 2 or len(b) < 2 + k:
+        return -1
+    return 2 + k + int.from_bytes(b[2:2 + k], "big")
+
+
 def parse(raw):
     """The rebind record (a dict) in `raw` (CBOR bytes, at most MAX_BYTES).
     Raises RebindError naming the first field that is wrong: unknown keys,
@@ -80,7 +95,9 @@ def parse(raw):
     _bytes(rec, "kid", 1, 64)
     if not p256.point_valid(_bytes(rec, "pub", 65, 65)):
         raise RebindError("pub: not a valid P-256 point")
-    _bytes(rec, "cert", 1, 1024)
+    cert = _bytes(rec, "cert", 1, 1024)
+    if _der_sequence_len(cert) != len(cert):
+        raise RebindError("cert: not a DER certificate")
     try:
         config.parse_uri(_text(rec, "uri", 255))
     except config.ConfigError as e:

@@ -97,6 +97,7 @@ class BoardSim:
         self._stop = threading.Event()
         self._thread = None
         self._log = None
+        self._pts = None
 
     # -- life cycle -------------------------------------------------------
     def start(self):
@@ -106,6 +107,11 @@ class BoardSim:
             self._cmd0 = interp.micropython_cmd(self.heapsize)
         except interp.InterpreterMissing as e:
             raise BoardError(str(e))
+        if os.path.islink(self.port) and os.path.exists(self.port):
+            # The link leads to a live pseudo-terminal: another board runs on
+            # this directory (its flash image too). A stale link is replaced.
+            raise BoardError("%s is in use by another lockctl board (its port %s is live): stop it, or give "
+                             "this one another --dir" % (self.dir, self.port))
         self.port_master, self._port_slave = os.openpty()
         _raw(self._port_slave)
         self.board_master, self._board_slave = os.openpty()
@@ -116,7 +122,8 @@ class BoardSim:
             os.unlink(self.port)
         except FileNotFoundError:
             pass
-        os.symlink(os.ttyname(self._port_slave), self.port)
+        self._pts = os.ttyname(self._port_slave)
+        os.symlink(self._pts, self.port)
         self._log = open(os.path.join(self.dir, "console.log"), "ab")
         self._to_board = b""
         self._spawn("power")
@@ -154,8 +161,9 @@ class BoardSim:
             except OSError:
                 pass
         try:
-            os.unlink(self.port)
-        except FileNotFoundError:
+            if os.readlink(self.port) == self._pts:
+                os.unlink(self.port)
+        except OSError:
             pass
         if self._log:
             self._log.close()

@@ -247,6 +247,9 @@ def cmd_coap(a):
         _die(str(e))
     if a.action == "upload" and not token:
         _die("upload needs --token")
+    body = _read(a.payload, "payload") if a.payload else b""
+    if a.action in ("revoke", "rebind") and not body:
+        _die("%s needs --payload FILE (its CBOR body)" % a.action)
     if token is not None and key is not None and not t.device_id:
         _die("--bundle or --device-id names the lock (a proof of possession signs its device id)")
     psk_mode = t.psk_mode
@@ -291,7 +294,7 @@ def cmd_coap(a):
                 return out.ok
             inline = a.inline
             if cache is not None and cache.holds():
-                out = await p.act(a.action, by_id=True)
+                out = await p.act(a.action, by_id=True, payload=body)
                 print("%s: %s (token id only%s)" % (a.action, out.describe(),
                                                      ", after challenge" if out.tries > 1 else ""))
                 if out.ok:
@@ -317,7 +320,7 @@ def cmd_coap(a):
                     return False
                 elif a.action == "upload":
                     return True
-            out = await p.act(a.action, inline=inline)
+            out = await p.act(a.action, inline=inline, payload=body)
             print("%s: %s%s" % (a.action, out.describe(),
                                 " (after challenge)" if out.tries > 1 else ""))
             if out.ok:
@@ -623,7 +626,9 @@ fresh proof, or the full token again if the lock no longer holds it. A
 refusal is explained in words; the exact reason is in the lock's decision
 log (lockctl logs). Exit status 0 on 2.xx, 1 on a refusal, 2 no answer.
 """)
-    s.add_argument("action", choices=("discover", "upload", "status", "unlock", "lock", "log"))
+    s.add_argument("action", choices=("discover", "upload", "status", "unlock", "lock", "log", "revoke", "rebind"))
+    s.add_argument("--payload", metavar="FILE", help="the request's body (CBOR) for revoke ({\"ids\": [token id]}) "
+                   "or rebind (a record from lockctl rebind-record or lockctl as lock adopt)")
     s.add_argument("--token", help="the access token (CWT file from lockctl token)")
     s.add_argument("--key", default="phone.pem", help="the PoP key the token is bound to (default phone.pem)")
     s.add_argument("--inline", action="store_true", help="send the token in the Bearer option")

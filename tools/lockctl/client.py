@@ -25,6 +25,7 @@ ACTIONS = {
     "lock": ("POST", "lock/lock", "lock"),
     "log": ("GET", "log", "admin"),
     "revoke": ("POST", "revoke", "admin"),
+    "rebind": ("POST", "rebind", "admin"),
 }
 
 
