@@ -30,6 +30,9 @@ import time
 
 from benchutil import ROOT
 
+sys.path[:0] = [os.path.join(ROOT, "firmware"), os.path.join(ROOT, "host_tests", "shims", "cpython")]
+
+from simlock import free_udp_port  # noqa: E402
 from lockctl import deploy as dp  # noqa: E402 (tools/, on the path through benchutil)
 from lockctl.boardsim import BoardSim, board_profile  # noqa: E402
 from lockctl.cli import sim_command, sim_env  # noqa: E402
@@ -37,13 +40,6 @@ from lockctl.interp import ensure_built  # noqa: E402
 from lockctl.provision import provision  # noqa: E402
 
 
-def free_udp_port():
-    import socket
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def sizes():

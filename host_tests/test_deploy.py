@@ -7,7 +7,6 @@ lock comes up from what was deployed and opens over CoAPS."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from lockctl import deploy as dp
 from lockctl.boardsim import BoardSim
+from simlock import free_udp_port
 from lockctl.provision import provision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,12 +24,6 @@ MPREMOTE = dp.mpremote_exe()
 UNIX = json.load(open(os.path.join(ROOT, "boards", "unix", "board.json")))
 
 
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run(*args, timeout=120):

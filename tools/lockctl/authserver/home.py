@@ -176,15 +176,7 @@ class Home:
         if ca.device_id_of(cert) != device_id:
             raise HomeError("bundle %s: certificate is for %r, lock.json says %r" % (
                 bundle, ca.device_id_of(cert), device_id))
-        if exi is None:
-            exi = cfg.get("clock", "unsynced") == "unsynced"
-        pub = ch.pub_bytes(cert.public_key())
-        serial = "%x" % cert.serial_number
-        try:
-            self.store.lock(device_id)
-            self.store.replace_lock_cert(device_id, pub, der, serial)
-        except StoreError:
-            self.store.add_lock(device_id, pub, der, serial, exi)
+        self._record_lock(device_id, cert, der, cfg, exi)
         seq_path = os.path.join(bundle, "exi-seq")
         if os.path.exists(seq_path):
             try:
@@ -194,6 +186,18 @@ class Home:
             self.store.set_exi_seq(self.store.lock(device_id)["id"], n)
         return device_id
 
+
+    def _record_lock(self, device_id, cert, der, cfg, exi):
+        # The lock as this AS knows it: its exact certificate (new or replaced).
+        if exi is None:
+            exi = cfg.get("clock", "unsynced") == "unsynced"
+        pub = ch.pub_bytes(cert.public_key())
+        serial = "%x" % cert.serial_number
+        try:
+            self.store.lock(device_id)
+            self.store.replace_lock_cert(device_id, pub, der, serial)
+        except StoreError:
+            self.store.add_lock(device_id, pub, der, serial, exi)
 
     # -- rebinding: a lock coming from another AS (seed sec. 5.1) -------------
     def adopt_lock(self, bundle, exi=None):
@@ -214,15 +218,7 @@ class Home:
             raise HomeError("bundle %s: the lock's certificate does not chain to its as-cert.pem: %s"
                             % (bundle, e)) from None
         device_id = cfg["device_id"]
-        if exi is None:
-            exi = cfg.get("clock", "unsynced") == "unsynced"
-        pub = ch.pub_bytes(cert.public_key())
-        serial = "%x" % cert.serial_number
-        try:
-            self.store.lock(device_id)
-            self.store.replace_lock_cert(device_id, pub, der, serial)
-        except StoreError:
-            self.store.add_lock(device_id, pub, der, serial, exi)
+        self._record_lock(device_id, cert, der, cfg, exi)
         anchors = self._p("lock-cas")
         os.makedirs(anchors, exist_ok=True)
         ca_der = old_ca.public_bytes(serialization.Encoding.DER)
