@@ -511,3 +511,38 @@ def test_figures_on_the_esp32_heap(tmp_path):
         print("unlock flow while uploading: p50 %.1f ms, max %.1f ms (%d); idle: p50 %.1f ms, max %.1f ms" % (
             during[len(during) // 2] * 1000, during[-1] * 1000, len(during),
             idle[len(idle) // 2] * 1000, idle[-1] * 1000))
+
+
+def test_the_lock_refuses_an_as_certificate_not_in_its_bundle(tmp_path):
+    """PROFILE sec. 7: the lock accepts only the AS certificate (or CA) in
+    its bundle. Here the AS's certificate chains to the CA that issued the
+    lock's, but the bundle names another CA: no session, nothing uploaded,
+    and the lock says why (then backs off)."""
+    port = free_udp_port()
+    over = {"uplink": dict(FAST, uri="coaps://127.0.0.1:%d" % port)}
+    lock = SimLock(tmp_path / "lock", start=False, config=over)
+    asrv = TestAS(lock.bundle, True, port=port)
+    other = ch.gen_key()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another AS")])
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(other.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(other, hashes.SHA256()))
+    with open(os.path.join(lock.bundle, "as-cert.pem"), "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    try:
+        asrv.__enter__()
+        lock.start()
+        decisions(lock, 3)
+        line = lock.wait_for("uplink:", 20, len(lock.lines) - 20 if len(lock.lines) > 20 else 0)
+        deadline = time.time() + 6
+        while time.time() < deadline and not [l for l in lock.lines if "retrying with backoff" in l]:
+            time.sleep(0.2)
+        said = [l for l in lock.lines if l.startswith("uplink:") and "retrying" in l]
+        assert said and "not correctly signed by the trusted CA" in said[0], lock.output()
+        assert not asrv.stored and not asrv.uploads, (line, lock.output())
+    finally:
+        lock.stop()
+        asrv.close()

@@ -625,7 +625,8 @@ class Uplink:
             guard = e.args and str(e.args[0]).startswith("less than")
             why = "no heap for a session%s" % (": %s" % e.args[0] if guard else "")
         except Exception as e:
-            why = "%s: %s" % (type(e).__name__, e)
+            # One line: mbedTLS's messages come with newlines around them.
+            why = "%s: %s" % (type(e).__name__, " ".join(str(e).split()))
         else:
             if self._said is not None or not self.rounds_ok:
                 self._said = None
