@@ -546,3 +546,19 @@ def test_the_lock_refuses_an_as_certificate_not_in_its_bundle(tmp_path):
     finally:
         lock.stop()
         asrv.close()
+
+
+def test_a_long_revocation_list_is_read_whole_at_once(tmp_path):
+    """More pages than one round takes (16 entries a page, 8 pages a round):
+    the rounds follow each other at once, not trl_s apart, so a long list
+    is applied right after boot (attack pass: 302 revocations took ten
+    minutes); the last entry, past the first round, revokes its token."""
+    with _as_for(tmp_path, False, start_as=False, uplink={"trl_s": 300}) as (asrv, lock):
+        key = ch.gen_key()
+        tok = lock.token(key)
+        asrv.revoked = [("id", os.urandom(32)) for _ in range(200)] + [("id", ch.token_id(tok))]
+        asrv.__enter__()   # the list is there before the lock's first round reaches the AS
+        wait(lambda: any("list position 201" in l for l in lock.lines), 30, "the whole list", lock)
+        c = RawClient(lock.port)
+        from simlock import unlock_flow
+        assert unlock_flow(lock, key, tok, c) == cm.UNAUTHORIZED

@@ -82,16 +82,21 @@ def test_audit_ack_refused(answer):
 def test_trl_page():
     ids = [bytes([i]) * 32 for i in range(3)]
     got = uplink.trl_page(cbor2.dumps({"pos": 9, "ids": ids, "ctis": [b"c"], "more": True}), 4)
-    assert got == (9, ids, [b"c"], {}, True)
+    assert got == (9, ids, [b"c"], {}, True, 0)
     got = uplink.trl_page(cbor2.dumps({"pos": 4, "ids": [], "ctis": [], "more": False, "exi": {"as": 3}}), 4)
-    assert got == (4, [], [], {"as": 3}, False)
+    assert got == (4, [], [], {"as": 3}, False, 0)
+
+
+def test_trl_entries_that_name_no_token_are_skipped():
+    # One bad entry at the AS must not hold back the rest of the list
+    # (attack pass: a 1-byte "token id" refused every page after it).
+    ids = [bytes([i]) * 32 for i in range(2)]
+    page = {"pos": 9, "ids": [b"\x00"] + ids + [bytes(31)], "ctis": [b"", b"c", bytes(65)], "more": False}
+    assert uplink.trl_page(cbor2.dumps(page), 4) == (9, ids, [b"c"], {}, False, 4)
 
 
 @pytest.mark.parametrize("answer", [
     {"pos": 3, "ids": [], "ctis": [], "more": False},                   # went back
-    {"pos": 9, "ids": [bytes(31)], "ctis": [], "more": False},
-    {"pos": 9, "ids": [], "ctis": [b""], "more": False},
-    {"pos": 9, "ids": [], "ctis": [bytes(65)], "more": False},
     {"pos": 9, "ids": [], "ctis": [], "more": 1},
     {"pos": "9", "ids": [], "ctis": [], "more": False},
     {"pos": 9, "ids": [bytes(32)] * 65, "ctis": [], "more": False},

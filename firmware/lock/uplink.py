@@ -209,9 +209,10 @@ def audit_ack(answer, acked, last, issued):
 
 
 def trl_page(answer, pos):
-    """(pos, ids, ctis, exi floors, more) of a /trl answer, checked like
-    POST /revoke (exact types, sizes, counts); UplinkError otherwise, or
-    when its position is before `pos`."""
+    """(pos, ids, ctis, exi floors, more, entries skipped) of a /trl answer,
+    checked like POST /revoke (exact types, sizes, counts; an entry that
+    cannot name a token is skipped); Refusal otherwise, or when its
+    position is before `pos`."""
     try:
         d = cbor.decode(answer, 3, _MAX_ANSWER)
     except ValueError:
@@ -227,19 +228,21 @@ def trl_page(answer, pos):
             or not isinstance(ctis, list) or not isinstance(floors, dict) or not isinstance(more, bool)
             or len(ids) + len(ctis) > _MAX_IDS):
         raise Refusal("/trl answer: bad field")
-    for x in ids:
-        if not isinstance(x, bytes) or len(x) != 32:
-            raise Refusal("/trl answer: a token id is 32 bytes")
-    for x in ctis:
-        if not isinstance(x, bytes) or not 1 <= len(x) <= 64:
-            raise Refusal("/trl answer: a cti is 1-64 bytes")
+    # An entry that cannot name a token (a token id not of 32 bytes, a cti
+    # not of 1-64) revokes nothing: it is skipped, and the rest of the page
+    # applied, so one bad entry at the AS never holds back every later
+    # revocation (attack pass). The caller says how many were skipped.
+    good_ids = [x for x in ids if isinstance(x, bytes) and len(x) == 32]
+    good_ctis = [x for x in ctis if isinstance(x, bytes) and 1 <= len(x) <= 64]
+    skipped = len(ids) - len(good_ids) + len(ctis) - len(good_ctis)
+    ids, ctis = good_ids, good_ctis
     for k in floors:
         v = floors[k]
         if not isinstance(k, str) or not k or isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
             raise Refusal("/trl answer: bad exi floor")
     if new < pos:
         raise Refusal("/trl position went back from %d to %d: refused" % (pos, new))
-    return new, ids, ctis, floors, more
+    return new, ids, ctis, floors, more, skipped
 
 
 def time_answer(answer, floor):
@@ -420,6 +423,7 @@ class Uplink:
         self.chan = None      # the channel kept between rounds
         self.chan_ms = 0      # when it was last used
         self._more = False    # the last /audit round stopped at its batch cap
+        self._trl_more = False  # the last /trl round stopped with pages left
         self.uploaded = 0
         self.low_heap = None  # smallest gc.mem_free() after a collection inside a round
         self._measured = False
@@ -532,7 +536,8 @@ class Uplink:
                 self.next[name] = now  # asked whenever a token id is queued
                 return
             # A backlog (the round stopped at its batch cap) goes on at once.
-            self.next[name] = now + (0 if name == "audit" and self._more else self._interval(name))
+            more = self._more if name == "audit" else self._trl_more if name == "trl" else False
+            self.next[name] = now + (0 if more else self._interval(name))
             return
         n = self.fails[name] = self.fails[name] + 1
         self.next[name] = now + backoff_ms(n, self.cfg.retry_ms, self.cfg.max_retry_ms, self._r16())
@@ -778,8 +783,10 @@ class Uplink:
             pos = self.cursors[0]
             q = "after=%d" % pos
             _, payload = await self._exchange(chan, lambda b, mid, tok: put_header(b, _GET, mid, tok, ("trl",), q))
-            new, ids, ctis, floors, more = trl_page(payload, pos)
+            new, ids, ctis, floors, more, skipped = trl_page(payload, pos)
             payload = None
+            if skipped:
+                self.say("uplink: /trl: %d entr%s that name no token skipped" % (skipped, "y" if skipped == 1 else "ies"))
             if new != pos or ids or ctis or floors:
                 self.cursors[0] = new
                 try:
@@ -792,7 +799,11 @@ class Uplink:
                 if ids or ctis:
                     self.say("uplink: %d revocation(s) applied, list position %d" % (len(ids) + len(ctis), new))
             if not more:
+                self._trl_more = False
                 return
+        # More pages than one round takes (a long list, at boot): the next
+        # round comes at once, not after trl_s.
+        self._trl_more = True
 
     async def _audit(self, chan):
         log = self.log
