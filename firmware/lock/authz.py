@@ -40,6 +40,8 @@ _LOCK_FAULT = (reasons.NO_MEMORY, reasons.STATE_FAILURE)
 # A handshake that failed before naming an identity may come from a spoofed
 # address (before the cookie exchange): summarized, and not counted.
 _SUMMARIZED = (reasons.TOKEN_MISSING, reasons.LOCKED_OUT, reasons.DTLS_FAILED)
+# Grants logged that open nothing: they do not use the log's grant reserve.
+_NO_RESERVE = ("authz-info", "dtls")
 
 
 def scope_has(scope, permission):
@@ -360,8 +362,13 @@ class Authorizer:
             sub = t.claims.sub
         th = t.hash if t is not None else None
         try:
+            # The grant reserve (PROFILE sec. 6) is for grants of a permission:
+            # a token upload is logged as a grant too, and anyone may upload
+            # a public token over and over (attack pass: a flood of uploads
+            # filled the reserve and a real unlock went unrecorded).
             d.seq = self.log.append(self.clock.wall(), self.clock.uptime_ms(), transport,
-                                    d.permission, sub, th, d.granted, d.reason)
+                                    d.permission, sub, th, d.granted, d.reason,
+                                    d.granted and d.permission not in _NO_RESERVE)
         except OSError as e:
             d.granted = False
             d.reason = reasons.LOG_FAILURE

@@ -135,10 +135,11 @@ class DecisionLog:
 
     # -- public API ---------------------------------------------------------
 
-    def append(self, wall, uptime_ms, transport, permission, sub, token_hash, granted, reason):
+    def append(self, wall, uptime_ms, transport, permission, sub, token_hash, granted, reason, reserve=None):
         """Append one decision; returns its seq once it is durable, or None
         when the log is full (the seq is consumed and `dropped` counted);
-        denials find it full an eighth of the capacity earlier than grants.
+        records that may not use the grant reserve (`reserve` False; by
+        default denials) find it full an eighth of the capacity earlier.
         Raises OSError when it cannot be stored: the caller then denies
         (PROFILE sec. 6)."""
         seq = self.next_seq
@@ -156,7 +157,9 @@ class DecisionLog:
         # the AS can see.
         self.next_seq = seq + 1
         size = _HDR + len(payload)
-        if self.used_bytes + size > (self._cap if granted else self._deny_cap):
+        if reserve is None:
+            reserve = granted
+        if self.used_bytes + size > (self._cap if reserve else self._deny_cap):
             # Full: keep the oldest unacknowledged records, count the rest
             # (PROFILE sec. 6). The count is persisted with the seq it spent;
             # the segment is sealed so that its seqs stay consecutive.

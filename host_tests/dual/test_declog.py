@@ -262,6 +262,21 @@ def test_grants_have_a_reserve_a_flood_of_denials_cannot_take():
     d.close()
 
 
+def test_grants_that_open_nothing_do_not_use_the_reserve():
+    # A token upload is logged as a grant, but anyone can upload a public
+    # token again and again: such records (reserve=False, as the authorizer
+    # passes for authz-info) stop where denials do, leaving the reserve to
+    # the grants of a permission (attack pass).
+    d = DecisionLog(_fresh(), capacity_bytes=2048, segment_bytes=256)
+    upload = (None, 0, "coap", "authz-info", "alice", b"\x02" * 32, True, 0)
+    grant = (None, 0, "coap", "unlock", "alice", b"\x01" * 32, True, 0)
+    while d.append(*upload, reserve=False) is not None:
+        pass
+    assert d.used_bytes <= 2048 - 2048 // 8
+    assert d.append(*grant) is not None
+    d.close()
+
+
 def test_torn_tail_dropped_at_open():
     for cut in (1, 9, 10, 11, 20):
         root = _fresh()
