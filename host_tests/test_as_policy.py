@@ -186,3 +186,40 @@ def test_schema_is_portable_to_postgresql():
     pg = str(CreateTable(S.policies).compile(dialect=postgresql.dialect()))
     assert "BIGSERIAL" in pg and "CHECK (weekdays BETWEEN 1 AND 127)" in pg
     assert "BYTEA" in str(CreateTable(S.audit_records).compile(dialect=postgresql.dialect()))
+
+
+@pytest.mark.parametrize("call, text", [
+    (parse_weekdays, "monkey"),                 # was stored as "mon"
+    (parse_weekdays, "mon-friends"),
+    (parse_hours, "\u00b2:00-03:00"),           # a digit to isdigit(), not to int()
+])
+def test_bad_input_is_a_policy_error(call, text):
+    """Second attack pass: these were taken, or raised a traceback."""
+    with pytest.raises(PolicyError):
+        call(text)
+
+
+@pytest.mark.parametrize("text", ["now+9999999999d", "@99999999999999999999", "now+\u00b2h", "@-5"])
+def test_instants_beyond_what_a_date_shows_are_refused(text):
+    from lockctl.authserver.policy import parse_instant
+    with pytest.raises(PolicyError):
+        parse_instant(text, "UTC")
+
+
+def test_full_day_names_still_parse():
+    assert parse_weekdays("monday-friday") == parse_weekdays("mon-fri")
+
+
+def test_revocations_the_lock_would_refuse_are_refused(tmp_path):
+    from lockctl.authserver.home import init
+    from lockctl.authserver.store import StoreError
+    home = init(str(tmp_path / "as"))
+    try:
+        from lockctl import cose_host as ch
+        home.issue_lock_cert("l1", ch.gen_key().public_key())
+        lock_id = home.store.lock("l1")["id"]
+        for bad in (dict(token_id=b"\x00"), dict(token_id=bytes(33)), dict(cti=b""), dict(cti=bytes(65))):
+            with pytest.raises(StoreError):
+                home.store.revoke(lock_id, **bad)
+    finally:
+        home.close()

@@ -70,6 +70,10 @@ def _run(fn):
             return fn(a)
         except (StoreError, PolicyError, HomeError) as e:
             _die(str(e))
+        except (ValueError, OverflowError) as e:
+            _die("bad input: %s" % e)
+        except OSError as e:
+            _die("%s: %s" % (getattr(e, "filename", None) or "file", e.strerror or e))
     return wrapped
 
 
@@ -228,7 +232,10 @@ def cmd_policy_add(a):
     frm = parse_instant(a.valid_from, tz) if a.valid_from else None
     until = parse_instant(a.until, tz) if a.until else None
     ids = []
-    for perm in [p for p in a.permission.replace(",", " ").split() if p]:
+    perms = [p for p in a.permission.replace(",", " ").split() if p]
+    if not perms:
+        _die("--permission: one or more permissions (unlock, lock, status, admin, trunk...)")
+    for perm in perms:
         rule = Rule(perm, parse_weekdays(a.weekdays), start, end, frm, until, tz)
         ids.append(home.store.add_policy(a.user, a.lock, rule))
     _table(_POLICY_HEADERS, _policy_rows([r for r in home.store.rules(a.user, a.lock) if r.id in ids]))

@@ -30,6 +30,18 @@ def zone(name):
         raise PolicyError("unknown time zone %r (an IANA name such as Europe/Berlin or UTC)" % name) from None
 
 
+def _day(word):
+    # 'mon' or 'monday' (not 'monkey'): ValueError otherwise.
+    w = word.strip()
+    i = DAY_NAMES.index(w[:3])
+    if len(w) > 3 and w != _FULL_DAYS[i]:
+        raise ValueError(word)
+    return i
+
+
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 def parse_weekdays(text):
     """'mon-fri', 'sat,sun', 'mon,wed-fri', 'all' -> bit mask."""
     text = (text or "all").strip().lower()
@@ -39,8 +51,8 @@ def parse_weekdays(text):
     for part in text.split(","):
         a, _, b = part.strip().partition("-")
         try:
-            i = DAY_NAMES.index(a[:3])
-            j = DAY_NAMES.index(b[:3]) if b else i
+            i = _day(a)
+            j = _day(b) if b else i
         except ValueError:
             raise PolicyError("weekdays: %r is not mon..sun (e.g. mon-fri or sat,sun)" % part) from None
         k = i
@@ -63,7 +75,7 @@ def format_weekdays(mask):
 
 def _hm(text):
     h, sep, m = text.strip().partition(":")
-    if not sep or not (h.isdigit() and m.isdigit()):
+    if not sep or not (h.isascii() and h.isdigit() and m.isascii() and m.isdigit()):
         raise PolicyError("time of day %r is not HH:MM" % text)
     v = int(h) * 60 + int(m)
     if int(m) >= 60 or v > 1440:
@@ -204,20 +216,34 @@ def decide(rules, requested, now_s, max_ttl_s):
     return granted, min(min(horizon[p] for p in granted), now_s + max_ttl_s)
 
 
+# Instants a policy may name: up to the year 9999 (what dates can show).
+_LAST_S = 253402300799
+
+
 def parse_instant(text, tz):
     """'2026-12-01T08:00' (read in zone `tz`), with an explicit offset
-    ('...+01:00', 'Z'), '@UNIX' seconds, or 'now', 'now+2h', 'now+30m'."""
+    ('...+01:00', 'Z'), '@UNIX' seconds, or 'now', 'now+2h', 'now+30m'.
+    PolicyError for anything else, or an instant before 1970 or after 9999."""
+    s = _parse_instant(text, tz)
+    if not 0 <= s <= _LAST_S:
+        raise PolicyError("%r: an instant from 1970 to the year 9999" % text)
+    return s
+
+
+def _parse_instant(text, tz):
     text = text.strip()
     if text.startswith("now"):
         base = int(time.time())
         rest = text[3:]
         if not rest:
             return base
-        if rest[0] != "+" or rest[-1] not in "smhd" or not rest[1:-1].isdigit():
+        if rest[0] != "+" or rest[-1] not in "smhd" or not (rest[1:-1].isascii() and rest[1:-1].isdigit()):
             raise PolicyError("%r: use now, now+90s, now+30m, now+2h or now+1d" % text)
         return base + int(rest[1:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[rest[-1]]
     if text.startswith("@"):
         try:
+            if not (text[1:].isascii() and text[1:].isdigit()):
+                raise ValueError
             return int(text[1:])
         except ValueError:
             raise PolicyError("%r is not @UNIX_SECONDS" % text) from None

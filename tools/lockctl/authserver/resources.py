@@ -122,6 +122,8 @@ class Resources:
             return fn(self, query, payload, peer)
         except Problem as p:
             return p.render()
+        except Exception as e:  # noqa: one request never takes the AS down (second attack pass)
+            return Problem("5.00", "%s: %s" % (type(e).__name__, e)).render()
 
     def token(self, query, payload, peer):
         authenticated = None if peer.kind is None else (peer.row if peer.kind == "phone" else False)
@@ -140,7 +142,7 @@ class Resources:
         for q in query:
             k, _, v = q.partition("=")
             if k == "after":
-                if not v.isdigit() or len(v) > 19:
+                if not (v.isascii() and v.isdigit()) or len(v) > 19:
                     raise Problem("4.00", "after=POS, POS a decimal position")
                 after = int(v)
         pos, ids, ctis, floor, more = self.home.store.trl(peer.lock["id"], after, self.home.cfg["trl_page"],

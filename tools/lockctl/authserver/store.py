@@ -238,6 +238,12 @@ class Store:
         """Append a revocation (one of a token id, a cti, an exi floor); its
         position, or None when the same one is already there."""
         r = S.revocations
+        # What the lock takes (PROFILE sec. 2): a token id of 32 bytes, a cti
+        # of 1-64; anything else would name no token there.
+        if token_id is not None and len(token_id) != 32:
+            raise StoreError("a token id is 32 bytes (64 hex digits), not %d" % len(token_id))
+        if cti is not None and not 1 <= len(cti) <= 64:
+            raise StoreError("a cti is 1 to 64 bytes, not %d" % len(cti))
         if token_id is not None:
             cond, vals = r.c.token_id == bytes(token_id), dict(token_id=bytes(token_id))
         elif cti is not None:
