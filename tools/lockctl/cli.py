@@ -418,7 +418,12 @@ def _sim_banner(bundle, cfg, clock_override, port):
               % load_bundle(bundle)[0].get("clock", "unsynced"))
     print("")
     print("Open the door from a second terminal:")
-    print("  lockctl token --bundle %s --scope 'unlock status' --key phone.pem --out phone.cwt" % rel)
+    if not os.path.exists(os.path.join(bundle, "as-key.pem")):
+        # A bundle its AS made (lockctl as lock add --provision): tokens come from that AS.
+        print("  lockctl as request --client-id PHONE --key PHONE.pem --aud %s --scope 'unlock status' "
+              "--out phone.cwt   (its AS mints the tokens)" % cfg.get("device_id"))
+    else:
+        print("  lockctl token --bundle %s --scope 'unlock status' --key phone.pem --out phone.cwt" % rel)
     if coaps.get("enabled", True):
         print("  lockctl coap --bundle %s --token phone.cwt --key phone.pem unlock" % rel)
     if coap.get("enabled"):

@@ -40,7 +40,10 @@ def _cert(subject_key, subject_cn, issuer_key, issuer_cn, ca, days):
 
 def provision(out, device_id, issuer="https://as.example", kid="as-key-1", coap_port=5683,
               coaps_port=5684, plain_coap=False, allow_bearer=False, as_uri=None, bind="0.0.0.0",
-              clock="unsynced", relock_ms=5000, force=False, as_key_pem=None, say=print):
+              clock="unsynced", relock_ms=5000, force=False, as_key_pem=None, say=print, write_as_key=True):
+    """Write a bundle for lock `device_id` in `out`; returns lock.json's
+    dict. `write_as_key=False`: the AS key (given as `as_key_pem`) stays
+    where it is, not beside the bundle (an AS that mints itself)."""
     if os.path.exists(os.path.join(out, "lock.json")) and not force:
         raise ProvisionError("%s already holds a bundle (use --force to replace it)" % out)
     os.makedirs(out, exist_ok=True)
@@ -75,6 +78,8 @@ def provision(out, device_id, issuer="https://as.example", kid="as-key-1", coap_
         "as-key.pem": ch.key_to_pem(as_key),
         "as-cert.pem": as_cert.public_bytes(serialization.Encoding.PEM),
     }
+    if not write_as_key:
+        del files["as-key.pem"]
     for name, data in files.items():
         path = os.path.join(out, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if name.endswith("key.pem") or

@@ -140,8 +140,13 @@ class Home:
         names this AS (lock/config.py: uri, ca, name). kw: provision()'s
         options."""
         from ..provision import provision
+        if not kw.get("as_uri"):
+            # The hints the lock gives phones name this AS's token endpoint.
+            host = self.uplink_uri(uplink_host)[0].split("//", 1)[1].rsplit(":", 1)[0]
+            kw["as_uri"] = "coap://%s:%d/token" % (host, self.cfg["coap_port"])
         cfg = provision(out, device_id, issuer=self.issuer, kid=self.cfg["kid"],
-                        as_key_pem=_read(self._p("as-key.pem")), say=kw.pop("say", lambda *a: None), **kw)
+                        as_key_pem=_read(self._p("as-key.pem")), say=kw.pop("say", lambda *a: None),
+                        write_as_key=False, **kw)
         uri, name = self.uplink_uri(uplink_host)
         cfg["uplink"] = dict(cfg.get("uplink") or {}, uri=uri, ca="as-cert.pem")
         if name:
@@ -153,9 +158,6 @@ class Home:
         der = self.issue_lock_cert(device_id, lock_key.public_key(), exi, new_log=True)
         _write(os.path.join(out, cfg["lock_cert"]), der)
         _write(os.path.join(out, "as-cert.pem"), _read(self._p("as-cert.pem")))
-        # Tokens for this lock come from the AS; its key stays in the AS's
-        # directory only (provision() leaves a copy for `lockctl token`).
-        os.unlink(os.path.join(out, "as-key.pem"))
         return cfg
 
     def import_bundle(self, bundle, exi=None):
