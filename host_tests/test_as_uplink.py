@@ -315,3 +315,20 @@ def test_a_lock_provisioned_anew_starts_a_new_audit_epoch(tmp_path):
         assert [(r["log_epoch"], r["seq"]) for r in rows] == [(1, 1), (1, 2), (1, 3), (2, 1)]
     finally:
         home.close()
+
+
+def test_a_log_that_starts_over_opens_a_new_epoch(bench):
+    """A lock whose log starts over at seq 1 (a wiped flash) names another
+    log identity: its records are stored in a new epoch, not dropped as
+    copies of the old log's (second attack pass: they were dropped, and the
+    AS acknowledged them)."""
+    home, keys, lock_keys, srv = bench
+    with uplink(home, srv, "car", lock_keys) as u:
+        up = lambda log, recs: u.cbor("POST", "audit", {"log": log, "lock": "car", "boot": 1, "dropped": 0,
+                                                        "records": recs})
+        assert up(b"A" * 8, [record(s) for s in range(1, 11)]) == ("2.04", {"seq": 10})
+        assert up(b"A" * 8, [record(3)]) == ("2.04", {"seq": 10})            # the same log: a resend
+        assert up(b"B" * 8, [record(s) for s in range(1, 5)]) == ("2.04", {"seq": 4})
+        assert u.cbor("POST", "audit", {"log": "text", "lock": "car", "records": []})[0] == "4.00"
+    rows = home.store.audit("car", limit=100)
+    assert len(rows) == 14 and sorted({r["log_epoch"] for r in rows}) == [1, 2]

@@ -126,6 +126,16 @@ class DecisionLog:
         # seq never goes back, even after every record was acked and deleted.
         self.next_seq = max(hwm, last_seq) + 1
         self._save(".boot", [self.boot, self.next_seq - 1])
+        # The log's identity: 8 random bytes made with the log, uploaded with
+        # its records, so the AS can tell a log that starts over at seq 1 (a
+        # wiped flash) from one it already holds (PROFILE sec. 7).
+        self.log_id = None
+        for v in self._load(".id", 1):
+            if isinstance(v[0], bytes) and len(v[0]) == 8:
+                self.log_id = v[0]
+        if self.log_id is None:
+            self.log_id = os.urandom(8)
+            self._save(".id", [self.log_id])
         # Appends continue the last segment only where its seqs stay
         # consecutive (not after a refused record or a recovered gap).
         last = self._segs[-1] if self._segs else None

@@ -26,9 +26,11 @@ refuses the job that asked (it backs off alone). Over DTLS each session (one
 per round) opens with a CoAP ping (an empty CON), which the AS answers with
 RST or ignores.
 
-- `POST /audit`: {"lock": device_id, "boot": n, "dropped": n, "records":
+- `POST /audit`: {"log": log id (8 bytes: made with the log, so a log that
+  starts over, a wiped flash, is told from the one the AS holds), "lock":
+  device_id, "boot": n, "dropped": n, "records":
   [record, ...]} (deterministic CBOR; the map's keys in that encoding's
-  order: "boot", "lock", "dropped", "records"); `boot` is the lock's boot
+  order: "log", "boot", "lock", "dropped", "records"); `boot` is the lock's boot
   counter now, `dropped` the count of decisions the full log could not keep
   since the log was made (it only grows); at most 23 records, oldest first,
   each exactly as the log stores it: the CBOR array [seq, wall s | null,
@@ -823,8 +825,10 @@ class Uplink:
                 pos = put_header(b, _POST, mid, tok, ("audit",), None, _CF_CBOR)
                 o = _Out(b, pos)
                 o.append(0xFF)
-                o.append(0xA4)
+                o.append(0xA5)
                 enc = cbor.encode_into
+                enc("log", o)
+                enc(log.log_id, o)
                 enc("boot", o)
                 enc(log.boot, o)
                 enc("lock", o)

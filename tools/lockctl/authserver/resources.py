@@ -165,8 +165,11 @@ class Resources:
         boot, dropped = m.get("boot", 0), m.get("dropped", 0)
         if not (_uint(boot) and _uint(dropped)):
             raise Problem("4.00", "boot and dropped are unsigned integers")
+        log_id = m.get("log")
+        if log_id is not None and not (isinstance(log_id, bytes) and 1 <= len(log_id) <= 16):
+            raise Problem("4.00", "log is the lock's log identity, 1-16 bytes")
         records = [_record(r) for r in m["records"]]
-        top, _new = self.home.store.store_audit(lock["id"], boot, dropped, records)
+        top, _new = self.home.store.store_audit(lock["id"], boot, dropped, records, log_id)
         return _cbor("2.04", {"seq": top})
 
 

@@ -87,6 +87,9 @@ locks = Table(
     # Raised when the lock is provisioned again: a new flash, a decision log
     # whose seq starts over (audit records are kept per epoch).
     Column("log_epoch", Integer, nullable=False),
+    # The lock's log identity (its /audit "log"): another one is a log that
+    # started over (a wiped flash), which opens a new epoch too.
+    Column("log_id", LargeBinary(16), nullable=True),
     Column("created_s", BigInteger, nullable=False),
     UniqueConstraint("device_id"),
     UniqueConstraint("cert_serial"),

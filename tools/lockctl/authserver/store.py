@@ -128,6 +128,7 @@ class Store:
         values = dict(public_key=public_key, cert_der=cert_der, cert_serial=cert_serial)
         if new_log:
             values["log_epoch"] = S.locks.c.log_epoch + 1
+            values["log_id"] = None  # the new log's first upload names it
         with self.engine.begin() as c:
             n = c.execute(update(S.locks).where(S.locks.c.device_id == device_id).values(**values)).rowcount
         if n != 1:
@@ -300,16 +301,24 @@ class Store:
             return [dict(x) for x in c.execute(q).mappings()]
 
     # -- audit (PROFILE sec. 6-7: POST /audit, idempotent by (lock, seq)) ------
-    def store_audit(self, lock_id, boot, dropped, records):
+    def store_audit(self, lock_id, boot, dropped, records, log_id=None):
         """records: dicts with the audit_records columns (seq, raw, ...).
         Stores those whose (lock, seq) is new in the lock's current log
         epoch, keeps the first copy of any seq seen before, logs the upload;
         returns (highest seq stored for this lock in this epoch or 0,
-        number newly stored)."""
+        number newly stored). `log_id`: the lock's log identity; another one
+        than recorded (a log that started over) opens a new epoch first, so
+        its seqs from 1 are not taken for ones already stored."""
         a = S.audit_records
         now = _now()
-        with self.engine.connect() as c:
-            epoch = c.execute(select(S.locks.c.log_epoch).where(S.locks.c.id == lock_id)).scalar_one()
+        lk = S.locks
+        with self.engine.begin() as c:
+            row = c.execute(select(lk.c.log_epoch, lk.c.log_id).where(lk.c.id == lock_id)).one()
+            epoch = row.log_epoch
+            if log_id is not None and row.log_id != log_id:
+                if row.log_id is not None:
+                    epoch += 1
+                c.execute(lk.update().where(lk.c.id == lock_id).values(log_epoch=epoch, log_id=log_id))
         mine = and_(a.c.lock_id == lock_id, a.c.log_epoch == epoch)
         seqs = sorted({r["seq"] for r in records})
         attempt = 0
