@@ -593,6 +593,7 @@ class Uplink:
         self._measured = False
         retry = self.chan is not None
         try:
+            refused = False
             while True:
                 try:
                     chan = self.chan or await self._open()
@@ -612,6 +613,7 @@ class Uplink:
                             why = None
                         except Refusal as e:
                             why = str(e)
+                            refused = True
                         left.pop(0)
                         self._done(name, why)
                     self.chan_ms = self.clock.uptime_ms()
@@ -635,7 +637,9 @@ class Uplink:
             # One line: mbedTLS's messages come with newlines around them.
             why = "%s: %s" % (type(e).__name__, " ".join(str(e).split()))
         else:
-            if self._said is not None or not self.rounds_ok:
+            # Said once the AS answers everything again (a job it refused was
+            # said by _done; saying "answers" after it made the lines alternate).
+            if not refused and (self._said is not None or not self.rounds_ok):
                 self._said = None
                 self.say("uplink: the AS answers (%d record(s) uploaded; lowest free heap in a round %d bytes;"
                          " longest handshake step %d ms)" % (
