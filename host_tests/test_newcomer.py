@@ -244,3 +244,19 @@ def test_build_mp_shows_progress(tmp_path, capsys):
     assert capsys.readouterr().out == ""
     with pytest.raises(build_mp.BuildError):
         build_mp._make(["sh", "-c", "exit 3"], log, q, "mpy-cross")
+
+
+def test_two_bundles_of_one_name_never_share_a_flash(tmp_path):
+    """The attack passes ran two bundles named alike at once, and one lock
+    booted the other's log and state: each bundle directory has its own
+    state, and a state of another lock is refused, not booted."""
+    from lockctl import cli
+    a, b = tmp_path / "x" / "mylock", tmp_path / "y" / "mylock"
+    assert cli._state_dir(str(a)) != cli._state_dir(str(b))
+    assert cli._state_dir(str(a)) == cli._state_dir(str(a))
+    state = tmp_path / "state"
+    state.mkdir()
+    cli._claim_state(str(state), {"device_id": "front-door"}, str(a))
+    cli._claim_state(str(state), {"device_id": "front-door"}, str(a))
+    with pytest.raises(SystemExit):
+        cli._claim_state(str(state), {"device_id": "side-door"}, str(b))

@@ -434,6 +434,35 @@ def _sim_banner(bundle, cfg, clock_override, port):
     print("=" * 72, flush=True)
 
 
+def _state_dir(bundle):
+    """var/sim/NAME for the default bundle, var/sim/NAME-HASH (8 hex digits
+    of its absolute path) for any other."""
+    import hashlib
+    path = os.path.abspath(bundle)
+    name = os.path.basename(path)
+    if path == os.path.abspath(DEFAULT_BUNDLE):
+        return os.path.join(ROOT, "var", "sim", name)
+    return os.path.join(ROOT, "var", "sim", "%s-%s" % (name, hashlib.sha256(path.encode()).hexdigest()[:8]))
+
+
+def _claim_state(state, cfg, bundle):
+    """A state directory serves one lock: a flash image of another device
+    id is refused, not booted as if it were this lock's."""
+    mark = os.path.join(state, "device_id")
+    want = str(cfg.get("device_id"))
+    try:
+        with open(mark) as f:
+            have = f.read().strip()
+    except OSError:
+        have = None
+    if have is not None and have != want:
+        _die("%s holds the flash of lock %r, and %s is lock %r: give --state DIR, or delete %s"
+             % (state, have, bundle, want, state))
+    if have is None:
+        with open(mark, "w") as f:
+            f.write(want + "\n")
+
+
 def cmd_sim(a):
     bundle = a.bundle
     if a.default or not bundle:
@@ -447,14 +476,16 @@ def cmd_sim(a):
         print("  .venv/bin/lockctl coap --bundle %s --token phone.cwt --key phone.pem unlock"
               % os.path.relpath(bundle))
         print("=" * 72, flush=True)
-    # One flash image per bundle: two locks never share a log or a state.
-    state = a.state or os.path.join(ROOT, "var", "sim", os.path.basename(os.path.abspath(bundle)))
+    # One flash image per bundle directory: two locks never share a log or
+    # a state (bundles of one name in two places used to).
+    state = a.state or _state_dir(bundle)
     os.makedirs(state, exist_ok=True)
     flash = os.path.join(state, "flash.img")
     try:
         run, cfg = _sim_bundle(bundle, state, a.clock)
     except ProvisionError as e:
         _die(str(e))
+    _claim_state(state, cfg, bundle)
     if bundle != DEFAULT_BUNDLE or a.clock not in (None, "bundle"):
         _sim_banner(bundle, cfg, a.clock, a.port)
     extra = []
@@ -648,7 +679,7 @@ log (lockctl logs). Exit status 0 on 2.xx, 1 on a refusal, 2 no answer.
     s = command(sub, "sim", "run the simulated lock (MicroPython unix port)", """\
 examples:
   lockctl sim --default                 # the embedded demo bundle (public keys)
-  lockctl sim mylock                    # a bundle of yours; its flash in var/sim/mylock
+  lockctl sim mylock                    # a bundle of yours; its flash in var/sim/mylock-HASH
   lockctl sim mylock --clock system     # trust the host clock for this run
   lockctl sim mylock --state /tmp/lock2 # another flash image
   lockctl sim --default --ble           # with BLE (virtual controllers; phones: lockctl ble)
@@ -659,7 +690,7 @@ an ESP32 without trusted time: tokens relying on exp are refused
 """)
     s.add_argument("bundle", nargs="?")
     s.add_argument("--default", action="store_true", help="use the embedded default bundle")
-    s.add_argument("--state", help="directory for the flash image (default var/sim/BUNDLE_NAME)")
+    s.add_argument("--state", help="directory for the flash image (default var/sim/BUNDLE_NAME-HASH of its path)")
     s.add_argument("--port", type=int, help="plain CoAP port (default: the bundle's)")
     s.add_argument("--clock", choices=("bundle", "system", "unsynced"), default="bundle",
                    help="the lock's clock for this run: 'bundle' (default: lock.json's), 'system' "
