@@ -9,13 +9,13 @@ fail-secure start, the littlefs refusal, Wi-Fi retries with backoff, the
 watchdog fed by the main loop, the pairing button's presence at boot."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from mp import ROOT, mpy_cross_exe, run_mp
+from simlock import free_udp_port
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import build_mpy  # noqa: E402
@@ -404,13 +404,6 @@ print("ORDER", [e[0] for e in machine.LOG if e[0] == "WDT"], machine.LOG.index((
 """
 
 
-def _free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def _main_setup(tmp_path, creds=True, **over):
     """A bundle (the default one on free ports, BLE off: no HCI controller
@@ -422,7 +415,7 @@ def _main_setup(tmp_path, creds=True, **over):
         if os.path.isfile(os.path.join(src, f)):
             (bundle / f).write_bytes(open(os.path.join(src, f), "rb").read())
     cfg = json.loads((bundle / "lock.json").read_text())
-    cfg["coap"]["port"], cfg["coaps"]["port"] = _free_udp_port(), _free_udp_port()
+    cfg["coap"]["port"], cfg["coaps"]["port"] = free_udp_port(), free_udp_port()
     cfg["ble"] = {"enabled": False}
     (bundle / "lock.json").write_text(json.dumps(cfg))
     if creds:

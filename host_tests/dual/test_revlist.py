@@ -6,35 +6,15 @@ MicroPython on littlefs (VfsLfs2) over a RAM block device, as on the board."""
 import hashlib
 import os
 import struct
-import sys
 
-from mpunit import raises
+from mpunit import raises, scratch_path
 from lock import revlist
 from trust.reasons import Refused
 from trust.verifier import cti_entry
 
-_MP = sys.implementation.name == "micropython"
-_st = {"n": 0, "mount": None, "tmp": None}
-
 
 def _path():
-    _st["n"] += 1
-    if _MP:
-        import vfs
-        import blockdev
-        if _st["mount"] is None:
-            bd = blockdev.RAMBlockDev(blocks=200)
-            vfs.VfsLfs2.mkfs(bd, **blockdev.LFS_OPTIONS)
-            vfs.mount(vfs.VfsLfs2(bd, **blockdev.LFS_OPTIONS), "/rl")
-            _st["mount"] = "/rl"
-        return "/rl/trl%d.bin" % _st["n"]
-    if _st["tmp"] is None:
-        import atexit
-        import shutil
-        import tempfile
-        _st["tmp"] = tempfile.mkdtemp(prefix="trl")
-        atexit.register(shutil.rmtree, _st["tmp"], True)
-    return "%s/trl%d.bin" % (_st["tmp"], _st["n"])
+    return scratch_path("trl", 200) + ".bin"
 
 
 def _ids(seed, n):

@@ -5,35 +5,15 @@ Under CPython on a temp directory; under MicroPython on littlefs (VfsLfs2)
 over a RAM block device, as on the board."""
 import os
 import struct
-import sys
 from binascii import crc32
 
-from mpunit import raises
+from mpunit import raises, scratch_path
 from lock import state
 from trust import cbor
 
-_MP = sys.implementation.name == "micropython"
-_st = {"n": 0, "mount": None, "tmp": None}
-
 
 def _path():
-    _st["n"] += 1
-    if _MP:
-        import vfs
-        import blockdev
-        if _st["mount"] is None:
-            bd = blockdev.RAMBlockDev(blocks=40)
-            vfs.VfsLfs2.mkfs(bd, **blockdev.LFS_OPTIONS)
-            vfs.mount(vfs.VfsLfs2(bd, **blockdev.LFS_OPTIONS), "/st")
-            _st["mount"] = "/st"
-        return "/st/state%d.cbor" % _st["n"]
-    if _st["tmp"] is None:
-        import atexit
-        import shutil
-        import tempfile
-        _st["tmp"] = tempfile.mkdtemp(prefix="state")
-        atexit.register(shutil.rmtree, _st["tmp"], True)
-    return "%s/state%d.cbor" % (_st["tmp"], _st["n"])
+    return scratch_path("state", 40) + ".cbor"
 
 
 def _sample():

@@ -31,7 +31,6 @@ Errors are DeployError with one line saying what to do: the port is
 missing, the board does not answer, the architecture differs, a hash
 differs.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -544,13 +543,3 @@ def cmd_deploy(a):
         print("lockctl: error: %s" % e, file=sys.stderr)
         sys.exit(2)
 
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="lockctl")
-    add_parser(p.add_subparsers(dest="cmd", required=True))
-    a = p.parse_args(argv)
-    a.fn(a)
-
-
-if __name__ == "__main__":
-    main()
