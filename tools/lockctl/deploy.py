@@ -449,7 +449,7 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
     # Everything that can be checked here is, before the board is touched
     # (the probe interrupts the lock that runs there).
     _check_shadowing(profile, made)
-    plan_files(board, bundle, out, made, profile, wifi)
+    files = plan_files(board, bundle, out, made, profile, wifi)
     dev = Board(port, say)
     say("[probe] %s" % port)
     info = probe(dev)
@@ -461,18 +461,15 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
     frozen = wanted & info["frozen"]
     if frozen == wanted:
         say("firmware: frozen into the board's MicroPython (%d modules): no .mpy copied" % len(frozen))
-        made_copy = []
+        files = files[len(made):]  # plan_files puts the .mpy first
         result["firmware"] = "frozen"
     elif frozen:
         raise DeployError("the board's frozen firmware is from another tree (it lacks %s): flash an image "
                           "built from this tree, or a stock MicroPython" % ", ".join(sorted(wanted - frozen)))
     else:
-        made_copy = made
         result["firmware"] = "lib"
         say("firmware: %d modules as .mpy in /lib; their bytecode goes to the heap, well over an ESP32's "
             "56 KiB at READY (bench/bench_deploy.py): a board without PSRAM needs the frozen image" % len(made))
-    _check_shadowing(profile, made)
-    files = plan_files(board, bundle, out, made_copy, profile, wifi)
 
     # What the board already holds is hashed there in one run; only the
     # files that differ are copied, in one mpremote run (one connection, no
