@@ -35,11 +35,11 @@ def _mkdir(path):
 
 class LockApp:
     def __init__(self, cfg, root, actuator, clock, say=print, coaps=None, uplink=None):
-        self.running = False
         """`coaps`: (socket, coap.dtls.Contexts made first at boot:
         lock.endpoints.coaps) for the CoAPS server, or None. `uplink`: the
         board's factory of the uplink's connector, `uplink(cfg)` -> connect
         or None (coap.dtls_client.from_config), or None (no uplink)."""
+        self.running = False  # run() has started the tasks
         self.cfg = cfg
         self.clock = clock
         self.actuator = actuator
