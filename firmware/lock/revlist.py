@@ -66,16 +66,14 @@ class RevocationList:
         `capacity`: entries at most (32 bytes of flash each)."""
         self.path = path
         self.capacity = capacity
-        self.count = 0
-        self.damaged = False
-        self.sorted = True   # False: searched linearly (a damaged list, or merges into one)
         self._buf = bytearray(ENTRY)
         self._win = None  # one stride read by a lookup: made with the first entry
         self._f = None
-        self._fence = array("I")
         self._open()
 
     def _open(self):
+        # Sets count, damaged, sorted (False: searched linearly, a damaged
+        # list or merges into one) and the fences from the file.
         if self._f is not None:
             self._f.close()
             self._f = None
