@@ -150,6 +150,13 @@ class Peripheral:
         while True:
             try:
                 seen = self.connects
+                # No phone may read the last connection's Challenge (its
+                # nonce belongs to another peer: nonce_unknown) or Result
+                # before this connection's task has run: both read empty
+                # until then, and a phone that reads an empty Challenge
+                # waits for its notification.
+                self.ble.gatts_write(self.h_challenge, b"")
+                self.ble.gatts_write(self.h_result, b"")
                 self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
                 while self.conn is None and self.connects == seen:
                     await self.flag.wait()

@@ -35,6 +35,7 @@ DEFAULT_PORT = 5695  # the virtual controllers' TCP port for phones (lockctl.ble
 DEFAULT_TRANSPORT = "tcp-client:127.0.0.1:%d" % DEFAULT_PORT
 ERROR_NAMES = {0: "invalid_request", 1: "invalid_token", 2: "insufficient_scope"}
 LAST = 0x80
+CHALLENGE_WAIT_S = 5.0  # an empty Challenge read: how long its notification may take
 
 
 class BleError(Exception):
@@ -240,7 +241,18 @@ class BlePhone:
         await peer.subscribe(chars[RESULT], result.on_value)
         self.challenges = Reassembly()  # the fresh Challenge after each attempt
         await peer.subscribe(chars[CHALLENGE], self.challenges.on_value)
-        challenge = cbor2.loads(await peer.read_value(chars[CHALLENGE]))
+        raw = await peer.read_value(chars[CHALLENGE])
+        if not raw:
+            # The lock has not made this connection's nonce yet (it clears
+            # the Challenge between phones): it notifies it when it has.
+            try:
+                raw = await asyncio.wait_for(self.challenges.get(), CHALLENGE_WAIT_S)
+            except asyncio.TimeoutError:
+                raise BleError("the lock sent no Challenge within %.0f s" % CHALLENGE_WAIT_S)
+        try:
+            challenge = cbor2.loads(raw)
+        except Exception:
+            raise BleError("the Challenge is not CBOR: %s" % bytes(raw).hex())
         if not (isinstance(challenge, list) and len(challenge) == 2 and challenge[0] == device_id
                 and isinstance(challenge[1], bytes)):
             raise BleError("unexpected Challenge %r" % (challenge,))
