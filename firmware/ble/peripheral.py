@@ -111,9 +111,28 @@ class Peripheral:
             self.adv, self.resp = adv + uuid, None
         else:
             self.adv, self.resp = adv, uuid
-        addr = b.config("mac")[1]
+        self._say_address()
+
+    def _say_address(self):
+        addr = self.ble.config("mac")[1]
         self.say("BLE: advertising %s from %s (random static)" % (
-            n.decode(), ":".join("%02x" % x for x in addr)))
+            self.name.decode(), ":".join("%02x" % x for x in addr)))
+
+    def _advertise(self):
+        try:
+            self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+        except OSError as e:
+            # NimBLE resets its host when the controller does not answer
+            # an HCI command within 2 s (or reports a hardware error); the
+            # reset clears the random address, which MicroPython sets only
+            # at the first sync, so every advertising call fails from then
+            # on (BLE_HS_ENOADDR) and no phone finds the lock until it
+            # reboots. Set the address again (the ESP32 derives the same
+            # one from its MAC) and advertise; a second failure is raised.
+            self.say("BLE: advertising failed (%r): setting the address again" % (e,))
+            self.ble.config(addr_mode=_ADDR_RANDOM_STATIC)
+            self._say_address()
+            self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
 
     def _irq(self, event, data):
         # Only copies and signals (runs in the scheduler, between bytecodes).
@@ -146,7 +165,10 @@ class Peripheral:
                 self.mtu = data[1]
 
     async def serve(self):
-        """Advertise, serve a phone, advertise again; forever."""
+        """Advertise, serve a phone, advertise again; forever. A fault of
+        the radio or of a session is said and recovered from: the phone
+        being served is hung up on (it sees the link end, never a session
+        that went on under another peer identity), advertising resumes."""
         while True:
             try:
                 seen = self.connects
@@ -157,7 +179,7 @@ class Peripheral:
                 # waits for its notification.
                 self.ble.gatts_write(self.h_challenge, b"")
                 self.ble.gatts_write(self.h_result, b"")
-                self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+                self._advertise()
                 while self.conn is None and self.connects == seen:
                     await self.flag.wait()
                 if self.conn is None:
@@ -168,9 +190,11 @@ class Peripheral:
                 self.connections += 1
                 # The peer identity (nonces, lockout, store): bytes, as the
                 # CoAP transports' addresses are, so tables compare like with like.
-                await self._session(self.conn, ("ble:%d" % self.connections).encode())
-                await self._hang_up()
-                self.reasm.restore()
+                try:
+                    await self._session(self.conn, ("ble:%d" % self.connections).encode())
+                finally:
+                    await self._hang_up()
+                    self.reasm.restore()
             except Exception as e:  # the radio failed: say so, try again
                 self.say("BLE: %r" % (e,))
                 await asyncio.sleep_ms(1000)
@@ -197,7 +221,11 @@ class Peripheral:
         t0 = self.last_ms = time.ticks_ms()
         self.reasm.reset()
         self.pending = frag.MORE
-        self._send(self.h_challenge, conn, self.access.challenge(peer))
+        try:
+            self._send(self.h_challenge, conn, self.access.challenge(peer))
+        except OSError as e:
+            self.say("BLE: cannot send the Challenge (%r), hanging up (%s)" % (e, peer.decode()))
+            return
         while self.conn == conn:
             p = self.pending
             if p != frag.MORE:
@@ -228,7 +256,8 @@ class Peripheral:
                     self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer.decode()))
                 self.reasm.restore()  # writes wait for pending: no chunk is in use
                 self.pending = frag.MORE
-                self._answer(conn, peer, out)
+                if not self._answer(conn, peer, out):
+                    return
                 continue
             now = time.ticks_ms()
             left = self.conn_ms - time.ticks_diff(now, t0)
@@ -240,7 +269,8 @@ class Peripheral:
                 if quiet >= self.stall_ms:
                     self.reasm.reset()
                     self.say("BLE: message discarded: transfer_stalled (%s)" % peer.decode())
-                    self._answer(conn, peer, self.access.invalid("transfer_stalled"))
+                    if not self._answer(conn, peer, self.access.invalid("transfer_stalled")):
+                        return
                     continue
                 wait = self.stall_ms - quiet
             else:
@@ -273,13 +303,20 @@ class Peripheral:
             seq = (seq + 1) & 0x7F
 
     def _answer(self, conn, peer, result):
-        """Result, then a fresh Challenge (PROFILE sec. 5: after every attempt)."""
+        """Result, then a fresh Challenge (PROFILE sec. 5: after every
+        attempt). False when they could not be sent: the session ends."""
         self.last_ms = time.ticks_ms()
         try:
             self._send(self.h_result, conn, result)
             self._send(self.h_challenge, conn, self.access.challenge(peer))
-        except OSError:
-            pass  # the phone left between its write and the answer
+            return True
+        except OSError as e:
+            if self.conn == conn:
+                # Still connected (NimBLE out of buffers, its host reset):
+                # the phone would wait for a Result that never comes.
+                # Hang up instead: it sees the link end and can try again.
+                self.say("BLE: cannot answer (%r), hanging up (%s)" % (e, peer.decode()))
+            return False  # (or the phone left between its write and the answer)
 
 
 def start(app, say=print):
@@ -299,21 +336,32 @@ async def run(app, say=print):
     once the lock's other transports have taken their long-lived blocks
     (LockApp.run opens them before its first await), so its own buffers
     do not split the heap under the DTLS contexts' large ones. A radio
-    that does not come up, or finds no heap, is said and leaves the other
-    transports on."""
+    that does not come up (NimBLE waits 2 s for the controller's sync) is
+    said and tried again after 1, 2, 4 ... up to 60 s, for as long as the
+    lock runs: BLE is how phones reach it. No heap for it is said once
+    and leaves the other transports on."""
     await asyncio.sleep_ms(0)
-    for attempt in (0, 1):
+    attempt = 0
+    delay = 1
+    while True:
         try:
             p = start(app, say)
             break
         except OSError as e:
-            say("BLE: off (the HCI controller did not come up: %s)" % (e,))
-            return
+            say("BLE: off for now (the HCI controller did not come up: %s); trying again in %d s"
+                % (e, delay))
+            try:
+                bluetooth.BLE().active(False)
+            except OSError:
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60)
         except MemoryError:
             gc.collect()  # once more on a collected heap, then give up
             if attempt:
                 say("BLE: off (no heap for it)")
                 return
+            attempt = 1
     gc.collect()
     say("BLE: heap %d bytes free" % gc.mem_free())
     await p.serve()

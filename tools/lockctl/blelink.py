@@ -35,9 +35,28 @@ async def serve(pty_path, port, host="127.0.0.1", ready=None):
     from bumble.transport.common import StreamPacketSource
     from bumble.transport.pty import open_pty_transport
 
+    class _LockController(Controller):
+        def on_hci_reset_command(self, command):
+            # HCI_Reset (Core vol. 4 part E 7.3.2) ends the controller's
+            # links and its advertising, as a real controller's does
+            # (Bumble's keeps both). NimBLE resets after an HCI command
+            # timed out: the lock's host has forgotten its connection, so
+            # the phone must see the link go, not wait on it.
+            for conn in list(self.le_connections.values()):
+                try:
+                    conn.send_ll_control_pdu(ll.TerminateInd(_SUPERVISION_TIMEOUT))
+                except Exception:
+                    pass  # the peer already went
+                self.le_connections.pop(conn.peer_address, None)
+            try:
+                self.le_legacy_advertiser.stop()
+            except Exception:
+                pass
+            return Controller.on_hci_reset_command(self, command)
+
     link = LocalLink()
     lock_t = await open_pty_transport(pty_path)
-    Controller("lock", host_source=lock_t.source, host_sink=lock_t.sink, link=link)
+    _LockController("lock", host_source=lock_t.source, host_sink=lock_t.sink, link=link)
     count = [0]
 
     class _Sink:
