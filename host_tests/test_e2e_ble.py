@@ -222,6 +222,9 @@ def _last_seq(lock):
 
 # Transport faults: nothing truncated is parsed, and the next phone succeeds --
 
+GARBAGE_RESULTS = []
+
+
 def _faulty(kind):
     async def send(peer, char, frags, results):
         if kind == "plain":
@@ -248,6 +251,14 @@ def _faulty(kind):
             t0 = time.monotonic()
             r = cbor2.loads(await results.get())
             return r, time.monotonic() - t0
+        elif kind == "garbage":
+            # one bad message after another on one connection (a fragment
+            # numbered 5 to start: a gap each time), each answered, until
+            # the lock hangs up; the Results go to GARBAGE_RESULTS
+            for _ in range(12):
+                await peer.write_value(char, b"\x85" + bytes(10), with_response=True)
+                GARBAGE_RESULTS.append(cbor2.loads(await asyncio.wait_for(results.get(), 5)))
+            return GARBAGE_RESULTS
         elif kind == "disconnect":
             for f in frags[:2]:
                 await peer.write_value(char, f, with_response=True)
@@ -413,6 +424,33 @@ def test_two_phones_at_once(lock):
     assert ra[0] is True and rb.granted, rb.describe() + "\n" + lock.output()
     assert waited > 0.8, "the second phone was served while the first held the connection"
     assert unlocks(lock, n, 2) == 2
+
+
+def test_phones_connecting_in_one_advertising_event(lock):
+    """Three phones connect to the same advertisement: one wins; the others'
+    connections fail to be established (HCI 0x3E, as on a real link; the
+    virtual link used to leave them on a connection nobody had) and they
+    try again: all three are granted, one door movement each."""
+    n = mark(lock)
+
+    async def three():
+        return await asyncio.gather(*(attempt(lock, lock.tok, lock.key) for _ in range(3)))
+    rs = run(three())
+    assert all(r.granted for r in rs), [r.describe() for r in rs]
+    assert unlocks(lock, n, 3) == 3
+
+
+def test_a_phone_writing_garbage_is_hung_up_on(lock):
+    """Bad messages one after another on one connection: each gets its
+    Result (fragment_gap), and after 8 the lock hangs up (it kept the lock
+    and its console busy until the connection's time limit)."""
+    n = mark(lock)
+    del GARBAGE_RESULTS[:]
+    with pytest.raises(ble.BleError, match="the lock ended the connection"):
+        run(attempt(lock, lock.tok, lock.key, message=lambda nonce: b"", fault=_faulty("garbage")))
+    assert GARBAGE_RESULTS == [[False, 0, "fragment_gap"]] * 8, GARBAGE_RESULTS
+    lock.wait_for("BLE: 8 messages discarded, hanging up", 5, n)
+    _good(lock)
 
 
 def test_lock_refuses_without_controller_gracefully(tmp_path):

@@ -58,6 +58,9 @@ _ADV_INTERVAL_US = const(20000)
 _ADV_MAX = const(31)             # legacy advertising data or scan response
 _NAME_MAX = const(26)            # after the flags (3 bytes), the name's length and type
 _OUT_MAX = const(63)             # chunk of a notification (Challenge and Result are shorter)
+_READVERTISE_MS = const(30000)   # advertising is restarted this often while no phone comes
+_DISCARDS_MAX = const(8)         # messages discarded in one connection before it is hung up
+_RETRY_MAX_S = const(60)         # longest wait after a fault of the radio
 
 
 def _ad(kind, value):
@@ -168,7 +171,12 @@ class Peripheral:
         """Advertise, serve a phone, advertise again; forever. A fault of
         the radio or of a session is said and recovered from: the phone
         being served is hung up on (it sees the link end, never a session
-        that went on under another peer identity), advertising resumes."""
+        that went on under another peer identity), advertising resumes,
+        after 1, 2, 4 ... up to 60 s while the fault lasts (each call into
+        a controller that does not answer blocks for 2 s), said when it
+        changes."""
+        delay = 1
+        said = None
         while True:
             try:
                 seen = self.connects
@@ -180,8 +188,16 @@ class Peripheral:
                 self.ble.gatts_write(self.h_challenge, b"")
                 self.ble.gatts_write(self.h_result, b"")
                 self._advertise()
+                t0 = time.ticks_ms()
                 while self.conn is None and self.connects == seen:
-                    await self.flag.wait()
+                    await self._wait(_READVERTISE_MS)
+                    if self.conn is None and self.connects == seen \
+                            and time.ticks_diff(time.ticks_ms(), t0) >= _READVERTISE_MS:
+                        # A host reset while advertising (a controller
+                        # error) stops it and nothing tells the lock: a
+                        # lock no phone finds, until a reboot. Restart it.
+                        self._advertise()
+                        t0 = time.ticks_ms()
                 if self.conn is None:
                     # A phone connected (which stopped advertising) and left
                     # before this task ran: the two events woke it once.
@@ -195,9 +211,15 @@ class Peripheral:
                 finally:
                     await self._hang_up()
                     self.reasm.restore()
+                delay = 1
+                said = None
             except Exception as e:  # the radio failed: say so, try again
-                self.say("BLE: %r" % (e,))
-                await asyncio.sleep_ms(1000)
+                e = repr(e)
+                if e != said:
+                    self.say("BLE: %s (trying again in %d s; while it lasts it is not said again)" % (e, delay))
+                    said = e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _hang_up(self):
         conn = self.conn
@@ -226,6 +248,7 @@ class Peripheral:
         except OSError as e:
             self.say("BLE: cannot send the Challenge (%r), hanging up (%s)" % (e, peer.decode()))
             return
+        discarded = 0
         while self.conn == conn:
             p = self.pending
             if p != frag.MORE:
@@ -254,6 +277,16 @@ class Peripheral:
                 else:
                     out = self.access.invalid(frag.FAULTS[p])
                     self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer.decode()))
+                    discarded += 1
+                    if discarded >= _DISCARDS_MAX:
+                        # A phone that keeps writing garbage keeps the lock
+                        # (and the console) busy: it gets the Result, then
+                        # the link ends.
+                        self.reasm.restore()
+                        self.pending = frag.MORE
+                        self._answer(conn, peer, out)
+                        self.say("BLE: %d messages discarded, hanging up (%s)" % (discarded, peer.decode()))
+                        return
                 self.reasm.restore()  # writes wait for pending: no chunk is in use
                 self.pending = frag.MORE
                 if not self._answer(conn, peer, out):
@@ -307,8 +340,14 @@ class Peripheral:
         attempt). False when they could not be sent: the session ends."""
         self.last_ms = time.ticks_ms()
         try:
+            # The next nonce is the Challenge's value before the Result goes
+            # out: a phone that reads the Challenge on its Result never gets
+            # the spent one (on the ESP32 NimBLE answers reads from its own
+            # task, at any moment).
+            challenge = self.access.challenge(peer)
+            self.ble.gatts_write(self.h_challenge, challenge)
             self._send(self.h_result, conn, result)
-            self._send(self.h_challenge, conn, self.access.challenge(peer))
+            self._send(self.h_challenge, conn, challenge)
             return True
         except OSError as e:
             if self.conn == conn:

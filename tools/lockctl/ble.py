@@ -195,6 +195,10 @@ class BlePhone:
             t1 = time.perf_counter()
             gone = asyncio.get_running_loop().create_future()
             conn.on("disconnection", lambda reason: gone.done() or gone.set_result(reason))
+            if self.device.connections.get(conn.handle) is not conn:
+                # It ended before the handler was on (another phone won the
+                # same advertising event: HCI 0x3E): try again.
+                gone.set_result(0x3E)
             self.sent = 0
             work = asyncio.ensure_future(asyncio.wait_for(
                 self._exchange(Peer(conn), device_id, permission, token, key, id_only, mtu, message, fault,
@@ -204,11 +208,15 @@ class BlePhone:
                 if not work.done():
                     # (a fault of ours may have hung up itself: its answer comes next)
                     await asyncio.wait([work], timeout=0.5)
-                if work.done():
+                if work.done() and not (gone.done() and work.cancelled()):
                     try:
                         return work.result()
                     except asyncio.TimeoutError:
                         raise BleError("no Result from the lock within %.0f s" % self.timeout)
+                    except asyncio.CancelledError:
+                        if not gone.done():
+                            raise
+                        # Bumble cancels a GATT request whose link ended.
                 work.cancel()
                 if self.sent:
                     raise BleError("the lock ended the connection (HCI reason 0x%02x)" % gone.result())
@@ -402,4 +410,11 @@ def start_link(pty_path, port=DEFAULT_PORT, parent=None, timeout=20):
     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
     if time.time() - t0 > timeout:
         raise BleError("virtual controller too slow to start")
+    # Keep reading what it says (Bumble's warnings, tracebacks of its
+    # callbacks): an unread pipe fills and then blocks the whole link.
+    # The last lines are kept for diagnosis (proc.tail).
+    import collections
+    import threading
+    proc.tail = collections.deque(maxlen=200)
+    threading.Thread(target=lambda: proc.tail.extend(proc.stdout), daemon=True).start()
     return proc, fields["pty"], int(fields["port"])

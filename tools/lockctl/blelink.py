@@ -24,6 +24,8 @@ DEFAULT_PORT = 5695
 # HCI error 0x08, Connection Timeout: what the lock sees when a phone's
 # radio vanishes (Bluetooth Core vol. 1 part F).
 _SUPERVISION_TIMEOUT = 0x08
+# HCI error 0x3E, Connection Failed to be Established.
+_NOT_ESTABLISHED = 0x3E
 
 
 async def serve(pty_path, port, host="127.0.0.1", ready=None):
@@ -53,6 +55,30 @@ async def serve(pty_path, port, host="127.0.0.1", ready=None):
             except Exception:
                 pass
             return Controller.on_hci_reset_command(self, command)
+
+        def on_le_connect_ind(self, packet):
+            # Two phones that connect in one advertising event: the first
+            # stops the lock's advertising and Bumble drops the second's
+            # request, although the second phone's controller has already
+            # reported its connection, so it would wait on a link nobody
+            # has. A real central's connection then fails to be established
+            # (HCI 0x3E, after six connection intervals with no answer) and
+            # its host sees it end: say so to that phone, 0.2 s later.
+            addr = packet.advertiser_address
+            adv = self.le_legacy_advertiser
+            sets = self.advertising_sets.values()
+            ours = adv.address == addr or any(a.address == addr for a in sets)
+            live = (adv.address == addr and adv.enabled) or any(a.address == addr and a.enabled for a in sets)
+            if ours and not live and self.link:
+                def fail(link=self.link, peer=packet.initiator_address):
+                    try:
+                        link.send_ll_control_pdu(sender_address=addr, receiver_address=peer,
+                                                 packet=ll.TerminateInd(_NOT_ESTABLISHED))
+                    except Exception:
+                        pass  # that phone already left the link
+                asyncio.get_running_loop().call_later(0.2, fail)
+                return
+            return Controller.on_le_connect_ind(self, packet)
 
     link = LocalLink()
     lock_t = await open_pty_transport(pty_path)
