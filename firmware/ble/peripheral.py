@@ -60,7 +60,7 @@ _NAME_MAX = const(26)            # after the flags (3 bytes), the name's length 
 _OUT_MAX = const(63)             # chunk of a notification (Challenge and Result are shorter)
 _READVERTISE_MS = const(30000)   # advertising is restarted this often while no phone comes
 _DISCARDS_MAX = const(8)         # messages discarded in one connection before it is hung up
-_RETRY_MAX_S = const(60)         # longest wait after a fault of the radio
+_RETRY_MAX_S = const(8)          # longest wait after a fault of the radio
 
 
 def _ad(kind, value):
@@ -88,6 +88,7 @@ class Peripheral:
         self.mtu = _DEFAULT_MTU
         self.pending = frag.MORE  # COMPLETE or a fault, waiting for the task
         self.last_ms = 0       # ticks of the last Request fragment
+        self.adv_fault = False  # advertising failed and has not worked since
 
     def start(self):
         """Bring the radio up, register the service, prepare advertising."""
@@ -124,6 +125,7 @@ class Peripheral:
     def _advertise(self):
         try:
             self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+            return
         except OSError as e:
             # NimBLE resets its host when the controller does not answer
             # an HCI command within 2 s (or reports a hardware error); the
@@ -131,11 +133,15 @@ class Peripheral:
             # at the first sync, so every advertising call fails from then
             # on (BLE_HS_ENOADDR) and no phone finds the lock until it
             # reboots. Set the address again (the ESP32 derives the same
-            # one from its MAC) and advertise; a second failure is raised.
-            self.say("BLE: advertising failed (%r): setting the address again" % (e,))
-            self.ble.config(addr_mode=_ADDR_RANDOM_STATIC)
-            self._say_address()
-            self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+            # one from its MAC) and advertise; a second failure is raised
+            # (serve backs off). Said once per fault.
+            if not self.adv_fault:
+                self.say("BLE: advertising failed (%r): setting the address again" % (e,))
+                self.adv_fault = True
+        self.ble.config(addr_mode=_ADDR_RANDOM_STATIC)
+        self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+        self.adv_fault = False
+        self._say_address()
 
     def _irq(self, event, data):
         # Only copies and signals (runs in the scheduler, between bytecodes).
@@ -172,11 +178,11 @@ class Peripheral:
         the radio or of a session is said and recovered from: the phone
         being served is hung up on (it sees the link end, never a session
         that went on under another peer identity), advertising resumes,
-        after 1, 2, 4 ... up to 60 s while the fault lasts (each call into
+        after 1, 2, 4, 8 s while the fault lasts (each call into
         a controller that does not answer blocks for 2 s), said when it
         changes."""
         delay = 1
-        said = None
+        said = False
         while True:
             try:
                 seen = self.connects
@@ -212,12 +218,12 @@ class Peripheral:
                     await self._hang_up()
                     self.reasm.restore()
                 delay = 1
-                said = None
+                said = False
             except Exception as e:  # the radio failed: say so, try again
-                e = repr(e)
-                if e != said:
-                    self.say("BLE: %s (trying again in %d s; while it lasts it is not said again)" % (e, delay))
-                    said = e
+                if not said:
+                    self.say("BLE: %r (trying again in %d s; while faults last they are not said again)"
+                             % (e, delay))
+                    said = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
