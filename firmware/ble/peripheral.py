@@ -178,9 +178,9 @@ class Peripheral:
         the radio or of a session is said and recovered from: the phone
         being served is hung up on (it sees the link end, never a session
         that went on under another peer identity), advertising resumes,
-        after 1, 2, 4, 8 s while the fault lasts (each call into
-        a controller that does not answer blocks for 2 s), said when it
-        changes."""
+        after 1, 2, 4, 8 s while faults go on (each call into a controller
+        that does not answer blocks for 2 s). The first fault after a
+        served phone is said; the ones that follow it are not."""
         delay = 1
         said = False
         while True:
