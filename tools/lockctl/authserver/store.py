@@ -53,6 +53,12 @@ class Store:
         self.engine.dispose()
 
     # -- users, phones, locks -------------------------------------------------
+    def _first(self, q):
+        """The first row of query `q` as a dict, or None."""
+        with self.engine.connect() as c:
+            r = c.execute(q).mappings().first()
+        return dict(r) if r else None
+
     def _insert(self, table, **values):
         try:
             with self.engine.begin() as c:
@@ -66,11 +72,10 @@ class Store:
         return self._insert(S.users, name=name, role=role, created_s=_now())
 
     def user(self, name):
-        with self.engine.connect() as c:
-            r = c.execute(select(S.users).where(S.users.c.name == name)).mappings().first()
+        r = self._first(select(S.users).where(S.users.c.name == name))
         if r is None:
             raise StoreError("no user %r" % name)
-        return dict(r)
+        return r
 
     def users(self):
         with self.engine.connect() as c:
@@ -87,9 +92,7 @@ class Store:
         """The phone row with its user's name and role, or None."""
         q = (select(S.phones, S.users.c.name.label("user"), S.users.c.role)
              .join(S.users, S.users.c.id == S.phones.c.user_id).where(S.phones.c.client_id == client_id))
-        with self.engine.connect() as c:
-            r = c.execute(q).mappings().first()
-        return dict(r) if r else None
+        return self._first(q)
 
     def set_phone_cert(self, client_id, cert_der, cert_serial):
         with self.engine.begin() as c:
@@ -104,9 +107,7 @@ class Store:
         q = (select(S.phones, S.users.c.name.label("user"), S.users.c.role)
              .join(S.users, S.users.c.id == S.phones.c.user_id)
              .where(and_(S.phones.c.cert_der == bytes(cert_der), S.phones.c.enabled.is_(True))))
-        with self.engine.connect() as c:
-            r = c.execute(q).mappings().first()
-        return dict(r) if r else None
+        return self._first(q)
 
     def phones(self):
         q = (select(S.phones, S.users.c.name.label("user"))
@@ -135,17 +136,14 @@ class Store:
             raise StoreError("no lock %r" % device_id)
 
     def lock(self, device_id):
-        with self.engine.connect() as c:
-            r = c.execute(select(S.locks).where(S.locks.c.device_id == device_id)).mappings().first()
+        r = self._first(select(S.locks).where(S.locks.c.device_id == device_id))
         if r is None:
             raise StoreError("no lock %r" % device_id)
-        return dict(r)
+        return r
 
     def lock_by_cert(self, cert_der):
         """The lock whose recorded certificate is exactly `cert_der`, or None."""
-        with self.engine.connect() as c:
-            r = c.execute(select(S.locks).where(S.locks.c.cert_der == bytes(cert_der))).mappings().first()
-        return dict(r) if r else None
+        return self._first(select(S.locks).where(S.locks.c.cert_der == bytes(cert_der)))
 
     def locks(self):
         with self.engine.connect() as c:
@@ -216,9 +214,7 @@ class Store:
         q = (select(t, u.c.name.label("user"), lk.c.device_id, ph.c.client_id, ph.c.public_key)
              .join(u, u.c.id == t.c.user_id).join(lk, lk.c.id == t.c.lock_id)
              .join(ph, ph.c.id == t.c.phone_id).where(t.c.token_id == bytes(token_id)))
-        with self.engine.connect() as c:
-            r = c.execute(q).mappings().first()
-        return dict(r) if r else None
+        return self._first(q)
 
     def tokens_of(self, user_name=None, device_id=None, client_id=None):
         t, u, lk, ph = S.issued_tokens, S.users, S.locks, S.phones
@@ -363,9 +359,7 @@ class Store:
     def last_upload(self, lock_id):
         """The lock's latest /audit upload (its `dropped` count), or None."""
         u = S.audit_uploads
-        with self.engine.connect() as c:
-            r = c.execute(select(u).where(u.c.lock_id == lock_id).order_by(u.c.id.desc()).limit(1)).mappings().first()
-        return dict(r) if r else None
+        return self._first(select(u).where(u.c.lock_id == lock_id).order_by(u.c.id.desc()).limit(1))
 
     def uploads(self, device_id):
         u, lk = S.audit_uploads, S.locks
