@@ -208,15 +208,13 @@ class BlePhone:
                 if not work.done():
                     # (a fault of ours may have hung up itself: its answer comes next)
                     await asyncio.wait([work], timeout=0.5)
+                # (Bumble cancels a GATT request whose link ended: the
+                # exchange is then cancelled, and the hang-up is the answer.)
                 if work.done() and not (gone.done() and work.cancelled()):
                     try:
                         return work.result()
                     except asyncio.TimeoutError:
                         raise BleError("no Result from the lock within %.0f s" % self.timeout)
-                    except asyncio.CancelledError:
-                        if not gone.done():
-                            raise
-                        # Bumble cancels a GATT request whose link ended.
                 work.cancel()
                 if self.sent:
                     raise BleError("the lock ended the connection (HCI reason 0x%02x)" % gone.result())
