@@ -86,6 +86,11 @@ def _uints(v, n):
     return True
 
 
+def _log_id(v, n):
+    # The stored log identity: [8 bytes].
+    return isinstance(v, list) and len(v) == n and isinstance(v[0], bytes) and len(v[0]) == 8
+
+
 class DecisionLog:
     def __init__(self, root, capacity_bytes=65536, segment_bytes=8192, grant_reserve_bytes=None):
         if segment_bytes < 256 or capacity_bytes < segment_bytes:
@@ -130,9 +135,8 @@ class DecisionLog:
         # its records, so the AS can tell a log that starts over at seq 1 (a
         # wiped flash) from one it already holds (PROFILE sec. 7).
         self.log_id = None
-        for v in self._load(".id", 1):
-            if isinstance(v[0], bytes) and len(v[0]) == 8:
-                self.log_id = v[0]
+        for v in self._load(".id", 1, _log_id):
+            self.log_id = v[0]
         if self.log_id is None:
             self.log_id = os.urandom(8)
             self._save(".id", [self.log_id])
@@ -435,8 +439,8 @@ class DecisionLog:
             f.close()
         os.rename(tmp, path)
 
-    def _load(self, name, n):
-        # The valid values among NAME and a leftover NAME.tmp.
+    def _load(self, name, n, valid=_uints):
+        # The values among NAME and a leftover NAME.tmp that `valid` takes.
         out = []
         path = self._root + "/" + name
         for p in (path, path + ".tmp"):
@@ -454,6 +458,6 @@ class DecisionLog:
                 v = cbor.decode(body)
             except ValueError:
                 continue
-            if _uints(v, n):
+            if valid(v, n):
                 out.append(v)
         return out

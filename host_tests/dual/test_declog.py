@@ -143,6 +143,24 @@ def test_reopen_continues_seq_and_counts_boots():
     d.close()
 
 
+def test_the_log_id_survives_reopening():
+    """The log's identity (uploaded as "log") is made once with the log and
+    read back at every open: a new one each boot made the AS open a new
+    epoch at every reboot and store records sent again twice."""
+    root = _fresh()
+    d = DecisionLog(root)
+    first = d.log_id
+    d.close()
+    assert isinstance(first, bytes) and len(first) == 8
+    for _ in range(2):
+        d = DecisionLog(root)
+        assert d.log_id == first
+        d.close()
+    other = DecisionLog(_fresh())
+    assert other.log_id != first
+    other.close()
+
+
 def test_rotation_and_ack_deletes_whole_segments():
     root = _fresh()
     d = DecisionLog(root, capacity_bytes=4096, segment_bytes=256)
