@@ -26,6 +26,7 @@ import time
 import cbor2
 
 from . import cose_host as ch
+from .reasons import ERROR_NAMES
 
 SERVICE = "4ab60001-97f7-482e-ae57-52bc6afa1e5d"
 CHALLENGE = "4ab60002-97f7-482e-ae57-52bc6afa1e5d"
@@ -33,7 +34,6 @@ REQUEST = "4ab60003-97f7-482e-ae57-52bc6afa1e5d"
 RESULT = "4ab60004-97f7-482e-ae57-52bc6afa1e5d"
 DEFAULT_PORT = 5695  # the virtual controllers' TCP port for phones (lockctl.blelink)
 DEFAULT_TRANSPORT = "tcp-client:127.0.0.1:%d" % DEFAULT_PORT
-ERROR_NAMES = {0: "invalid_request", 1: "invalid_token", 2: "insufficient_scope"}
 LAST = 0x80
 CHALLENGE_WAIT_S = 5.0  # an empty Challenge read: how long its notification may take
 

@@ -89,7 +89,7 @@ class BoardSim:
         self.heapsize = heapsize or interp.ESP32_HEAP_BYTES
         self.blocks = blocks
         self.echo = echo
-        self.grow = getattr(interp, "ESP32_HEAP_GROW_BYTES", 0) if grow is None else grow
+        self.grow = interp.ESP32_HEAP_GROW_BYTES if grow is None else grow
         self.lines = []
         self.resets = []          # (time.monotonic(), exit code) per restart
         self.proc = None
@@ -135,8 +135,7 @@ class BoardSim:
         cmd = self._cmd0 + [STANDIN, "--flash", self.flash, "--mode", mode, "--firmware", self.firmware]
         if self.blocks:
             cmd += ["--blocks", str(self.blocks)]
-        env = interp.mp_env(".frozen")
-        env["MICROPY_SIM_HEAP_GROW"] = str(int(self.grow))
+        env = interp.mp_env(".frozen", grow=self.grow)
         slave = self._board_slave
 
         def child():

@@ -10,11 +10,11 @@ import sys
 import cbor2
 
 from . import cose_host as ch
+from .reasons import ERROR_NAMES
 
 BEARER = 65001
 POP = 65005
 ERROR = 65000
-ERROR_NAMES = {0: "invalid_request", 1: "invalid_token", 2: "insufficient_scope"}
 # A 5.03 with Max-Age (the lock is asking its AS: PROFILE sec. 7) is tried
 # again after that many seconds, this many times at most.
 RETRIES = 5
@@ -74,20 +74,21 @@ def _code(resp):
     return "%d.%02d" % (c >> 5, c & 31)
 
 
-def _max_age(resp):
+def _uint_option(resp, number):
+    """The value of uint option `number` of aiocoap message `resp`, or None."""
     for opt in resp.opt.option_list():
-        if int(opt.number) == 14:        # Max-Age (RFC 7252 5.10.5)
+        if int(opt.number) == number:
             v = opt.value
             return v if isinstance(v, int) else int.from_bytes(v, "big")
     return None
+
+
+def _max_age(resp):
+    return _uint_option(resp, 14)        # Max-Age (RFC 7252 5.10.5)
 
 
 def _error_of(resp):
-    for opt in resp.opt.option_list():
-        if int(opt.number) == ERROR:
-            v = opt.value
-            return v if isinstance(v, int) else int.from_bytes(v, "big")
-    return None
+    return _uint_option(resp, ERROR)
 
 
 class Phone:

@@ -99,10 +99,7 @@ def device_files(board, profile):
     dep = profile.get("deploy") or {}
     if "files" in dep:
         return [(os.path.join(ROOT, "boards", board, src), dst) for dst, src in sorted(dep["files"].items())]
-    bm = _build_mpy()
-    if hasattr(bm, "device_files"):
-        return list(bm.device_files(board))
-    return [(os.path.join(ROOT, "boards", board, f), "/" + f) for f in ("boot.py", "main.py")]
+    return list(_build_mpy().device_files(board))
 
 
 def compile_firmware(board, profile, out):
@@ -429,8 +426,7 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
     result = {"board": board, "march": march, "mpy_bytes": mpy_bytes, "copied": 0, "unchanged": 0}
     if dry_run:
         files = plan_files(board, bundle, out, made, profile, wifi)
-        b = Board.__new__(Board)
-        b.port, b.exe = port, mpremote_exe()
+        b = Board(port, say)
         for bad in shadowed(profile, made):
             say("WARNING: board.json \"files\": %s (deploy refuses this board until it moves)" % bad)
         say("(dry run; the .mpy copies are skipped if the board's firmware is frozen)")

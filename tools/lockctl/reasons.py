@@ -20,6 +20,7 @@ import cbor2
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRMWARE_TABLE = os.path.join(ROOT, "firmware", "trust", "reasons.py")
 
+# The Error option's values (PROFILE sec. 4), for lockctl's CoAP and BLE phones too.
 ERROR_NAMES = {0: "invalid_request", 1: "invalid_token", 2: "insufficient_scope"}
 
 # name: (what it means, what to do)

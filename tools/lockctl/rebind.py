@@ -6,6 +6,7 @@ import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from . import cose_host as ch
 
 
 def record(issuer, kid, as_key, cert, uri, as_lock_key=None, hint=None):
@@ -15,9 +16,7 @@ def record(issuer, kid, as_key, cert, uri, as_lock_key=None, hint=None):
     DER bytes), `uri` ("coaps://HOST[:PORT]"), `as_lock_key` (16 bytes or
     None), `hint` (text or None). Raises ValueError for a field the lock
     would refuse."""
-    if hasattr(as_key, "public_key"):
-        as_key = as_key.public_key()
-    pub = as_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    pub = ch.pub_bytes(as_key)
     if isinstance(cert, bytes) and cert.startswith(b"-----"):
         cert = x509.load_pem_x509_certificate(cert)
     if isinstance(cert, x509.Certificate):

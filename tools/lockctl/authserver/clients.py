@@ -9,6 +9,7 @@ import cbor2
 from mbedtls import pk, tls, x509
 
 from .. import cose_host as ch
+from ..client import _code
 from ..dtls import CERT_CIPHERS, CoapOverDtls, DtlsChannel
 from . import tokens
 
@@ -44,8 +45,7 @@ async def request_token(host, port, client_id, key, audience, scope, timeout_s=1
         resp = await asyncio.wait_for(ctx.request(msg).response, timeout_s)
     finally:
         await ctx.shutdown()
-    c = int(resp.code)
-    return "%d.%02d" % (c >> 5, c & 31), cbor2.loads(resp.payload) if resp.payload else None
+    return _code(resp), cbor2.loads(resp.payload) if resp.payload else None
 
 
 class _CertChannel(DtlsChannel):
@@ -94,8 +94,7 @@ class CoapsClient:
         """(code text, payload bytes, content format)."""
         import aiocoap
         resp = self.coap.request(getattr(aiocoap, method), path, payload, (), cf)
-        c = int(resp.code)
-        return "%d.%02d" % (c >> 5, c & 31), bytes(resp.payload), resp.opt.content_format
+        return _code(resp), bytes(resp.payload), resp.opt.content_format
 
     def cbor(self, method, path, obj=None, cf=60):
         body = b"" if obj is None else cbor2.dumps(obj)
