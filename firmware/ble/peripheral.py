@@ -284,18 +284,16 @@ class Peripheral:
                     out = self.access.invalid(frag.FAULTS[p])
                     self.say("BLE: message discarded: %s (%s)" % (frag.FAULTS[p], peer.decode()))
                     discarded += 1
-                    if discarded >= _DISCARDS_MAX:
-                        # A phone that keeps writing garbage keeps the lock
-                        # (and the console) busy: it gets the Result, then
-                        # the link ends.
-                        self.reasm.restore()
-                        self.pending = frag.MORE
-                        self._answer(conn, peer, out)
-                        self.say("BLE: %d messages discarded, hanging up (%s)" % (discarded, peer.decode()))
-                        return
                 self.reasm.restore()  # writes wait for pending: no chunk is in use
                 self.pending = frag.MORE
-                if not self._answer(conn, peer, out):
+                sent = self._answer(conn, peer, out)
+                if discarded >= _DISCARDS_MAX:
+                    # A phone that keeps writing garbage keeps the lock
+                    # (and the console) busy: it gets the Result, then the
+                    # link ends.
+                    self.say("BLE: %d messages discarded, hanging up (%s)" % (discarded, peer.decode()))
+                    return
+                if not sent:
                     return
                 continue
             now = time.ticks_ms()
@@ -321,10 +319,14 @@ class Peripheral:
             await self._wait(min(wait, left))
 
     def _send(self, handle, conn, msg):
-        # The value for reads (a long read gives it whole), and
-        # notifications cut into PROFILE sec. 5 fragments of the ATT
-        # payload, each built in the one preallocated buffer.
+        # The value for reads (a long read gives it whole), and its
+        # notifications.
         self.ble.gatts_write(handle, msg)
+        self._notify(handle, conn, msg)
+
+    def _notify(self, handle, conn, msg):
+        # Notifications cut into PROFILE sec. 5 fragments of the ATT
+        # payload, each built in the one preallocated buffer.
         mv = memoryview(msg)
         out = self._out
         step = min(self.mtu - 4, _OUT_MAX)
@@ -353,7 +355,7 @@ class Peripheral:
             challenge = self.access.challenge(peer)
             self.ble.gatts_write(self.h_challenge, challenge)
             self._send(self.h_result, conn, result)
-            self._send(self.h_challenge, conn, challenge)
+            self._notify(self.h_challenge, conn, challenge)
             return True
         except OSError as e:
             if self.conn == conn:

@@ -418,7 +418,6 @@ class Uplink:
         self.unreachable = False  # the last round did not reach the AS
         self._wake = asyncio.Event()  # a token id was queued: the loop wakes at once
         authz.introspection = self
-        self.introspected = 0
         # Figures for tests and benchmarks.
         self.rounds_ok = 0
         self.step_ms = 0
@@ -495,13 +494,16 @@ class Uplink:
                 pass
         ev.clear()
 
+    def _audit_due(self):
+        # Records the AS has not acknowledged, or a `dropped` count it has not seen.
+        return self.log.pending() or self.log.dropped != self.dropped_sent
+
     def _due(self, now):
         jobs = []
         if self.answers.queued() is not None and now >= self.next["introspect"]:
             jobs.append("introspect")
         for name in ("time", "trl", "audit"):
-            if now >= self.next[name] and (name != "audit" or self.log.pending()
-                                           or self.log.dropped != self.dropped_sent):
+            if now >= self.next[name] and (name != "audit" or self._audit_due()):
                 jobs.append(name)
         return jobs
 
@@ -769,7 +771,6 @@ class Uplink:
             active, scope = introspect_answer(payload, self.device_id)
             payload = None
             answers.answer(e, tid, active, scope, self.clock.uptime_ms())
-            self.introspected += 1
 
     async def _time(self, chan):
         _, payload = await self._exchange(chan, lambda b, mid, tok: put_header(b, _GET, mid, tok, ("time",)))
@@ -818,9 +819,9 @@ class Uplink:
             if i and self.answers.queued() is not None:
                 self._more = True  # a decision asked the AS: the rest after its answer
                 return
-            dropped = log.dropped
-            if not log.pending() and dropped == self.dropped_sent:
+            if not self._audit_due():
                 return
+            dropped = log.dropped
             batch = [0, 0, 0]  # records, last seq, payload end allowed
 
             def build(b, mid, tok, first=[True]):

@@ -137,12 +137,12 @@ class Verifier:
         raw = bytes(raw)
         s = sign1 or cose.parse_sign1(raw)
         digest = token_id(s)
-        if digest in self.revoked_hashes or self._listed(digest, None):
+        if self.is_revoked(digest, None):
             raise Refused(REVOKED, "token id")
         key = cose.select_key(self.keys, s.kid)
         cose.verify_sign1(s, key.pub)
         c = cwt.parse(s.payload, self.psk_unwrap_key)
-        if c.cti is not None and (c.cti in self.revoked_ctis or self._listed(None, c.cti)):
+        if c.cti is not None and self.is_revoked(None, c.cti):
             raise Refused(REVOKED, "cti")
         cwt.check(c, key.issuer, self.device_id, now_s, self.skew_s)
         if c.cnf_kind is None and not self.allow_bearer:
