@@ -15,7 +15,6 @@ from lockctl import ble
 from lockctl import cose_host as ch
 from simlock import SimLock, act
 
-BLE_HEAP = 64 * 1024
 # A loaded CI machine (two workers, each lock with its Bumble controller
 # and phone) makes an attempt slow, not wrong: the phone waits up to 20 s
 # for a Result, and the lock gives an idle phone 25 s (so the phone's own

@@ -282,7 +282,6 @@ def test_as_down_backs_off_quietly_and_no_grant_waits(tmp_path):
         said = [l for l in lock.lines if l.startswith("uplink:")]
         assert len(said) == 2, said          # "uplink: coaps://..." and one failure
         assert "handshake timed out; retrying with backoff" in said[1]
-        assert lock.uplink_rounds() >= 2 if hasattr(lock, "uplink_rounds") else True
         p50, worst = took[len(took) // 2], took[-1]
         print("\nAS down: %d unlock flows, p50 %.1f ms, max %.1f ms" % (len(took), p50 * 1000, worst * 1000))
         assert worst < 1.0

@@ -19,7 +19,6 @@ simulator's virtual controller (`lockctl sim --ble`), `usb:0`,
 """
 import argparse
 import asyncio
-import json
 import os
 import time
 
@@ -289,7 +288,7 @@ def _uuid(s):
 
 # Token cache: the ids of tokens the lock has stored (per lock, per token);
 # shared with `lockctl coap` (lockctl.cache).
-from .cache import cache_load, cache_save  # noqa: E402
+from .cache import TokenCache  # noqa: E402
 
 
 async def unlock(transport, device_id, token, key, permission="unlock", cache_path=None, mtu=None,
@@ -297,25 +296,21 @@ async def unlock(transport, device_id, token, key, permission="unlock", cache_pa
     """The whole phone flow with the token cache: the id alone when the
     cache says the lock holds the token, else (or if the lock forgot it)
     the full token. Returns the last Result."""
-    cache = cache_load(cache_path) if cache_path else {}
-    tid = ch.token_id(token).hex()
-    entry = "%s/%s" % (device_id, tid)
+    cache = TokenCache(cache_path, device_id, token)
     async with BlePhone(transport) as p:
-        id_only = cache.get(entry) is True
+        id_only = cache.holds()
         r = await p.attempt(device_id, permission, token, key, id_only, mtu)
         say("%s: %s (%s, %d ATT write(s) at MTU %d, %.1f ms from connect to Result)" % (
             permission, r.describe(), "token id only" if id_only else "full token", r.writes, r.mtu,
             (r.connect_s + r.result_s) * 1000))
         if id_only and not r.granted and r.reason == "token_unknown":
             say("the lock no longer holds the token: sending it in full")
-            cache.pop(entry, None)
+            cache.forget()
             r = await p.attempt(device_id, permission, token, key, False, mtu)
             say("%s: %s (full token, %d ATT write(s))" % (permission, r.describe(), r.writes))
             id_only = False
         if r.granted and not id_only:
-            cache[entry] = True
-        if cache_path:
-            cache_save(cache_path, cache)
+            cache.remember()
         return r
 
 

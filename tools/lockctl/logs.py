@@ -146,7 +146,7 @@ class Refusal(Exception):
 
 def cmd_logs(a):
     from .cache import TokenCache
-    from .cli import _die, _load_key, _read, explain_refusal
+    from .cli import _coap_cache_path, _die, _load_key, _read, explain_refusal
     from .client import Target, TargetError
     token = _read(a.token, "token")
     key = None if a.psk else _load_key(a.key, False)
@@ -162,7 +162,7 @@ def cmd_logs(a):
         _die("%s is not a token (lockctl token --scope admin ... --out %s)" % (a.token, a.token))
     cache = None
     if not t.psk_mode:
-        cache = TokenCache(None if a.no_cache else (a.cache or a.token + ".coap-cache.json"), t.device_id, token)
+        cache = TokenCache(_coap_cache_path(a), t.device_id, token)
     seen_reasons = []
     state = {"after": a.after, "rows": 0, "header": False}
 

@@ -59,6 +59,11 @@ class Store:
             r = c.execute(q).mappings().first()
         return dict(r) if r else None
 
+    def _all(self, q):
+        """The rows of query `q` as dicts."""
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
     def _insert(self, table, **values):
         try:
             with self.engine.begin() as c:
@@ -78,8 +83,7 @@ class Store:
         return r
 
     def users(self):
-        with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(select(S.users).order_by(S.users.c.id)).mappings()]
+        return self._all(select(S.users).order_by(S.users.c.id))
 
     def add_phone(self, client_id, user_name, public_key):
         if len(public_key) != 65 or public_key[0] != 4:
@@ -112,8 +116,7 @@ class Store:
     def phones(self):
         q = (select(S.phones, S.users.c.name.label("user"))
              .join(S.users, S.users.c.id == S.phones.c.user_id).order_by(S.phones.c.id))
-        with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings()]
+        return self._all(q)
 
     def add_lock(self, device_id, public_key, cert_der, cert_serial, exi):
         lid = self._insert(S.locks, device_id=device_id, public_key=public_key, cert_der=cert_der,
@@ -146,8 +149,7 @@ class Store:
         return self._first(select(S.locks).where(S.locks.c.cert_der == bytes(cert_der)))
 
     def locks(self):
-        with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(select(S.locks).order_by(S.locks.c.id)).mappings()]
+        return self._all(select(S.locks).order_by(S.locks.c.id))
 
     # -- policies --------------------------------------------------------------
     def add_policy(self, user_name, device_id, rule):
@@ -227,8 +229,7 @@ class Store:
             q = q.where(lk.c.device_id == device_id)
         if client_id is not None:
             q = q.where(ph.c.client_id == client_id)
-        with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings()]
+        return self._all(q)
 
     # -- revocations (PROFILE sec. 7: GET /trl?after=POS) ---------------------
     def revoke(self, lock_id, token_id=None, cti=None, exi_floor=None, reason=None):
@@ -293,8 +294,7 @@ class Store:
         q = select(r, lk.c.device_id).join(lk, lk.c.id == r.c.lock_id).order_by(r.c.pos)
         if device_id is not None:
             q = q.where(lk.c.device_id == device_id)
-        with self.engine.connect() as c:
-            return [dict(x) for x in c.execute(q).mappings()]
+        return self._all(q)
 
     # -- audit (PROFILE sec. 6-7: POST /audit, idempotent by (lock, seq)) ------
     def store_audit(self, lock_id, boot, dropped, records, log_id=None):
@@ -353,8 +353,7 @@ class Store:
         if user is not None:
             q = q.where(a.c.sub == user)
         q = q.order_by(a.c.received_s.desc(), a.c.log_epoch.desc(), a.c.seq.desc()).limit(limit)
-        with self.engine.connect() as c:
-            return [dict(x) for x in c.execute(q).mappings()][::-1]
+        return self._all(q)[::-1]
 
     def last_upload(self, lock_id):
         """The lock's latest /audit upload (its `dropped` count), or None."""
@@ -364,8 +363,7 @@ class Store:
     def uploads(self, device_id):
         u, lk = S.audit_uploads, S.locks
         q = select(u).join(lk, lk.c.id == u.c.lock_id).where(lk.c.device_id == device_id).order_by(u.c.id)
-        with self.engine.connect() as c:
-            return [dict(x) for x in c.execute(q).mappings()]
+        return self._all(q)
 
 
 def _constraint(e):
