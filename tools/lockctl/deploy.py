@@ -372,10 +372,10 @@ def board_hashes(board, paths, what):
     return got
 
 
-def verify(board, files):
-    """Compare the board's SHA-256 of every file with the host's; returns
-    the number verified; raises DeployError naming every difference."""
-    want = {dst: _sha(src) for src, dst in files}
+def verify(board, want):
+    """Compare the board's SHA-256 of every file with the host's (`want`:
+    {board path: hex SHA-256}); returns the number verified; raises
+    DeployError naming every difference."""
     got = board_hashes(board, want, "verify")
     bad = []
     for dst in sorted(want):
@@ -471,8 +471,9 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
     # files that differ are copied, in one mpremote run (one connection, no
     # soft reset in between) whose "cp" lines are the progress.
     say("[hash] SHA-256 of %d files on the board (unchanged ones are not copied)" % len(files))
+    want = {dst: _sha(src) for src, dst in files}
     have = board_hashes(dev, [dst for _, dst in files], "hash")
-    todo = [(src, dst) for src, dst in files if have.get(dst) != _sha(src)]
+    todo = [(src, dst) for src, dst in files if have.get(dst) != want[dst]]
     total = sum(os.path.getsize(s) for s, _ in todo)
     if 0 <= info["free"] < total:
         say("warning: %d bytes to copy, %d bytes free on the board" % (total, info["free"]))
@@ -499,7 +500,7 @@ def deploy(port, bundle, wifi=None, dry_run=False, say=print, board="esp32", bef
     if before_verify:
         before_verify()
     say("[verify] SHA-256 of %d files on the board" % n)
-    result["verified"] = verify(dev, files)
+    result["verified"] = verify(dev, want)
     say("verified: %d files match the host's SHA-256" % result["verified"])
     say("[reset] machine.reset()")
     dev.run(dev.cmd("reset"), RESET_TIMEOUT_S, "reset")
