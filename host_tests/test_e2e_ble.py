@@ -531,7 +531,7 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
             try:
                 r = run(again())
             except ble.BleError as e:
-                raise AssertionError("%s\n%s" % (e, s.output()))
+                raise AssertionError("%s\n%s\nthe link said:\n%s" % (e, s.output(), "".join(s.link.tail)))
             assert r.granted, (r.describe(), s.output())
         out = s.output()
         assert "BLE: advertising failed" in out and "setting the address again" in out, out
@@ -539,6 +539,69 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
               % (spent, " ".join("%.1f" % t for t in answered)))
         assert spent < 2.0, spent  # spinning: 6 s and more (three 2 s waits)
         assert [t for t in answered if t > 5], answered  # frozen: none after the hang-up's wait
+    finally:
+        s.stop()
+
+
+@pytest.mark.slow
+def test_the_lock_restarts_a_radio_that_stays_faulty(tmp_path):
+    """The controller is replaced (killed, and a new one opens the HCI
+    UART's path: a board whose radio was power-cycled, or any state of the
+    host stack that setting the address and advertising again do not end).
+    The lock's host keeps its dead UART and every HCI command fails; after
+    20 s of faults the lock turns the radio off and on (BLE().active), the
+    new controller syncs and phones find the lock again, with no reboot:
+    before, it stayed dark until one. CoAP is answered all along."""
+    import threading
+    from coap import message as cm
+    from simlock import RawClient
+    s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
+    try:
+        s.wait_for("BLE: heap", 20)
+        key = ch.gen_key()
+        tok = s.token(key)
+        assert run(attempt(s, tok, key)).granted
+        s.link.kill()
+        s.link.wait(10)
+        t0 = time.monotonic()
+        answered = []
+        stop = threading.Event()
+
+        def probe():
+            c = RawClient(s.port)
+            c.s.settimeout(0.5)
+            while not stop.is_set():
+                try:
+                    c.request(cm.GET, "lock/status")
+                    answered.append(time.monotonic() - t0)
+                except OSError:
+                    pass  # (socket.timeout)
+                time.sleep(0.2)
+        th = threading.Thread(target=probe, daemon=True)
+        th.start()
+        try:
+            s.link, _, port = ble.start_link(os.path.join(s.dir, "hci"), 0)
+            s.ble_transport = "tcp-client:127.0.0.1:%d" % port
+
+            async def again():
+                async with ble.BlePhone(s.ble_transport, scan_timeout=60) as p:
+                    return await p.attempt(s.device_id, "unlock", tok, key, id_only=True)
+            try:
+                r = run(again())
+            except ble.BleError as e:
+                raise AssertionError("%s\n%s" % (e, s.output()))
+            assert r.granted, (r.describe(), s.output())
+            back = time.monotonic() - t0
+        finally:
+            stop.set()
+            th.join(2)
+        out = s.output()
+        assert re.search(r"BLE: faults for \d+ s: restarting the radio", out), out
+        assert re.search(r"BLE: advertising again after \d+ s of faults", out), out
+        gaps = [b - a for a, b in zip([0.0] + answered, answered + [back])]
+        print("radio replaced: phones find the lock again after %.1f s; longest CoAP silence %.1f s"
+              % (back, max(gaps)))
+        assert max(gaps) < 15, gaps  # frozen: silent until the restart and beyond
     finally:
         s.stop()
 

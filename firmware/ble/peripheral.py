@@ -61,6 +61,7 @@ _OUT_MAX = const(63)             # chunk of a notification (Challenge and Result
 _READVERTISE_MS = const(30000)   # advertising is restarted this often while no phone comes
 _DISCARDS_MAX = const(8)         # messages discarded in one connection before it is hung up
 _RETRY_MAX_S = const(8)          # longest wait after a fault of the radio
+_RESTART_MS = const(20000)       # faults lasting this long restart the radio
 
 
 def _ad(kind, value):
@@ -179,12 +180,21 @@ class Peripheral:
         being served is hung up on (it sees the link end, never a session
         that went on under another peer identity), advertising resumes,
         after 1, 2, 4, 8 s while faults go on (each call into a controller
-        that does not answer blocks for 2 s). The first fault after a
-        served phone is said; the ones that follow it are not."""
+        that does not answer blocks for 2 s). The first fault of a fault
+        period is said, the ones that follow it are not, and its end is
+        said ("advertising again"). Faults that last `_RESTART_MS` restart
+        the radio (`restart()`), and again each `_RESTART_MS` they go on:
+        whatever state the host stack is stuck in, the lock comes back
+        without a reboot."""
         delay = 1
-        said = False
+        fault_t0 = None  # ticks of the first fault of the period, None: no fault
+        restarted = None  # ticks of the last restart of this period
+        down = False  # a restart failed: the radio is off until one works
         while True:
             try:
+                if down:
+                    self.restart()
+                    down = False
                 seen = self.connects
                 # No phone may read the last connection's Challenge (its
                 # nonce belongs to another peer: nonce_unknown) or Result
@@ -194,6 +204,10 @@ class Peripheral:
                 self.ble.gatts_write(self.h_challenge, b"")
                 self.ble.gatts_write(self.h_result, b"")
                 self._advertise()
+                if fault_t0 is not None:
+                    self.say("BLE: advertising again after %d s of faults"
+                             % (time.ticks_diff(time.ticks_ms(), fault_t0) // 1000))
+                    fault_t0 = None
                 t0 = time.ticks_ms()
                 while self.conn is None and self.connects == seen:
                     await self._wait(_READVERTISE_MS)
@@ -218,14 +232,38 @@ class Peripheral:
                     await self._hang_up()
                     self.reasm.restore()
                 delay = 1
-                said = False
             except Exception as e:  # the radio failed: say so, try again
-                if not said:
+                now = time.ticks_ms()
+                if fault_t0 is None:
+                    fault_t0 = restarted = now
                     self.say("BLE: %r (trying again in %d s; while faults last they are not said again)"
                              % (e, delay))
-                    said = True
+                elif time.ticks_diff(now, restarted) >= _RESTART_MS:
+                    restarted = now
+                    self.say("BLE: faults for %d s: restarting the radio"
+                             % (time.ticks_diff(now, fault_t0) // 1000))
+                    try:
+                        self.restart()
+                        delay = 1
+                        continue
+                    except Exception as e2:
+                        # Tried again at each retry until it comes up.
+                        self.say("BLE: the radio did not restart (%r)" % (e2,))
+                        down = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
+
+    def restart(self):
+        """Turn the radio off and bring it up again (`start()`): the host
+        stack and the controller begin from scratch, with the service
+        registered anew. A phone connected is gone. Raises OSError when
+        the controller does not come up."""
+        self.conn = None
+        try:
+            self.ble.active(False)
+        except OSError:
+            pass  # already down
+        self.start()
 
     async def _hang_up(self):
         conn = self.conn

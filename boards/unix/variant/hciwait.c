@@ -27,7 +27,9 @@ void __wrap_mp_bluetooth_nimble_hci_uart_wfi(void) {
 // fail at once while the host is not synced. The model: after a command
 // timed out, commands fail at once (BLE_HS_ETIMEOUT_HCI, no new reset) for
 // 1 s, doubling to 4 s while the controller stays silent; then one command
-// probes it again. Any answer ends the quiet period.
+// probes it again. Any answer ends the quiet period, and so does turning
+// the radio off (BLE().active(False) closes the HCI UART): the host that
+// starts next is a new one, as on the board.
 #include <stdint.h>
 #include "py/mphal.h"
 
@@ -54,4 +56,13 @@ int __wrap_ble_hs_hci_cmd_tx(uint16_t opcode, const void *cmd, uint8_t cmd_len, 
         sim_quiet_ms = 0;
     }
     return rc;
+}
+
+int __real_mp_bluetooth_hci_uart_deinit(void);
+
+// BLE().active(False) closes the HCI UART (a host reset only reconfigures
+// it, through mp_bluetooth_hci_uart_init, which keeps it open).
+int __wrap_mp_bluetooth_hci_uart_deinit(void) {
+    sim_quiet_ms = 0;
+    return __real_mp_bluetooth_hci_uart_deinit();
 }

@@ -21,7 +21,7 @@ MICROPY_PY_BLUETOOTH = 1
 MICROPY_BLUETOOTH_NIMBLE = 1
 # Its wait for the controller sleeps between polls instead of spinning, and a
 # silent controller does not freeze the firmware's thread (hciwait.c).
-LDFLAGS_EXTRA += -Wl,--wrap=mp_bluetooth_nimble_hci_uart_wfi -Wl,--wrap=ble_hs_hci_cmd_tx
+LDFLAGS_EXTRA += -Wl,--wrap=mp_bluetooth_nimble_hci_uart_wfi -Wl,--wrap=ble_hs_hci_cmd_tx -Wl,--wrap=mp_bluetooth_hci_uart_deinit
 
 # No libffi or Berkeley DB for i386; the board has neither.
 MICROPY_PY_FFI = 0
