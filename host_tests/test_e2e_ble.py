@@ -524,8 +524,9 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
 
         async def again():
             # The lock's host resyncs first (more HCI round trips on a
-            # loaded machine): the phone looks for it for up to 30 s.
-            async with ble.BlePhone(s.ble_transport, scan_timeout=30) as p:
+            # loaded machine), or, if faults last 20 s, the lock restarts
+            # its radio: the phone looks for it for up to 45 s.
+            async with ble.BlePhone(s.ble_transport, scan_timeout=45) as p:
                 return await p.attempt(s.device_id, "unlock", tok, key, id_only=True)
         for _ in range(2):
             try:
