@@ -19,9 +19,11 @@ CFLAGS_EXTRA += -DMBEDTLS_SSL_EXTENDED_MASTER_SECRET -DMBEDTLS_SSL_ENCRYPT_THEN_
 # named by the environment variable MICROPYBTUART.
 MICROPY_PY_BLUETOOTH = 1
 MICROPY_BLUETOOTH_NIMBLE = 1
-# Its wait for the controller sleeps between polls instead of spinning, and a
-# silent controller does not freeze the firmware's thread (hciwait.c).
-LDFLAGS_EXTRA += -Wl,--wrap=mp_bluetooth_nimble_hci_uart_wfi -Wl,--wrap=ble_hs_hci_cmd_tx -Wl,--wrap=mp_bluetooth_hci_uart_deinit
+# Its wait for the controller sleeps between polls instead of spinning, a
+# silent controller does not freeze the firmware's thread, packets go to
+# the UART whole, and an unanswered command is said with the bytes that
+# crossed the UART last (hciwait.c).
+LDFLAGS_EXTRA += -Wl,--wrap=mp_bluetooth_nimble_hci_uart_wfi -Wl,--wrap=ble_hs_hci_cmd_tx -Wl,--wrap=mp_bluetooth_hci_uart_deinit -Wl,--wrap=mp_bluetooth_hci_uart_write -Wl,--wrap=mp_bluetooth_hci_uart_readchar
 
 # No libffi or Berkeley DB for i386; the board has neither.
 MICROPY_PY_FFI = 0
