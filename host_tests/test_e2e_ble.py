@@ -607,6 +607,65 @@ def test_the_lock_restarts_a_radio_that_stays_faulty(tmp_path):
         s.stop()
 
 
+@pytest.mark.slow
+def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
+    """The controller is gone for a minute (killed while a phone is
+    connected, no new one): the lock restarts its radio after 20 s of
+    faults, and that fails (no controller comes up: 2 s of waiting for its
+    sync, during which nothing else runs), and it tries again at each
+    retry. No two of these waits come back to back: CoAP is answered and
+    the relock timer runs between them. (Before, a retry's restart that
+    failed at a 20 s mark was followed at once by another, and a fault
+    that had just waited for the controller by the restart: the lock was
+    silent 4 s, a door relocked 2.5 s late.)"""
+    import threading
+    from coap import message as cm
+    from simlock import RawClient
+    s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
+    try:
+        s.wait_for("BLE: heap", 20)
+
+        async def connect_and_lose_the_controller():
+            async with ble.BlePhone(s.ble_transport) as p:
+                await p.device.connect(await p.find(s.device_id))
+                await asyncio.sleep(1.0)  # the lock serves it (and hangs up 2 s on)
+                s.link.kill()
+        try:
+            run(connect_and_lose_the_controller())
+        except Exception:
+            pass  # (the phone's controller went with the lock's)
+        s.link.wait(10)
+        t0 = time.monotonic()
+        answered = []
+        stop = threading.Event()
+
+        def probe():
+            c = RawClient(s.port)
+            c.s.settimeout(0.5)
+            while not stop.is_set():
+                try:
+                    c.request(cm.GET, "lock/status")
+                    answered.append(time.monotonic() - t0)
+                except OSError:
+                    pass  # (socket.timeout)
+                time.sleep(0.1)
+        th = threading.Thread(target=probe, daemon=True)
+        th.start()
+        try:
+            time.sleep(60)
+        finally:
+            stop.set()
+            th.join(2)
+        out = s.output()
+        assert len(re.findall(r"BLE: faults for \d+ s: restarting the radio", out)) >= 1, out
+        assert "BLE: the radio did not restart" in out, out
+        gaps = [(round(a, 1), round(b - a, 2)) for a, b in zip(answered, answered[1:]) if b - a > 1.0]
+        print("controller gone for 60 s: CoAP silences over 1 s (at, s): %s" % gaps)
+        assert all(g < 3.0 for _, g in gaps), (gaps, out)
+    finally:
+        s.stop()
+
+
 def test_phone_and_lock_frame_alike():
     from ble import frag
     for n in (0, 1, 18, 19, 20, 38, 39, 243, 244, 1400):

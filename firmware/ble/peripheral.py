@@ -62,6 +62,7 @@ _READVERTISE_MS = const(30000)   # advertising is restarted this often while no 
 _DISCARDS_MAX = const(8)         # messages discarded in one connection before it is hung up
 _RETRY_MAX_S = const(8)          # longest wait after a fault of the radio
 _RESTART_MS = const(20000)       # faults lasting this long restart the radio
+_BREATHE_MS = const(100)         # the lock's other tasks run between two waits for the radio
 
 
 def _ad(kind, value):
@@ -238,10 +239,18 @@ class Peripheral:
                     fault_t0 = restarted = now
                     self.say("BLE: %r (trying again in %d s; while faults last they are not said again)"
                              % (e, delay))
-                elif time.ticks_diff(now, restarted) >= _RESTART_MS:
+                elif not down and time.ticks_diff(now, restarted) >= _RESTART_MS:
+                    # (Down: this fault is a restart at the loop's top that
+                    # failed; the next one is at the next retry, not now.)
                     restarted = now
                     self.say("BLE: faults for %d s: restarting the radio"
                              % (time.ticks_diff(now, fault_t0) // 1000))
+                    # The fault may have just waited 2 s for the controller,
+                    # and a restart whose controller does not come up waits
+                    # 2 s for its sync: nothing else runs during either.
+                    # The lock's other tasks (CoAP, the relock timer) run
+                    # in between.
+                    await asyncio.sleep_ms(_BREATHE_MS)
                     try:
                         self.restart()
                         delay = 1
