@@ -46,8 +46,26 @@ def lock(tmp_path_factory):
     s.stop()
 
 
+# No test waits for ever on the phone's stack (a hung CI run tells nothing).
+RUN_TIMEOUT_S = 240
+
+
 def run(coro):
-    return asyncio.run(coro)
+    return asyncio.run(asyncio.wait_for(coro, RUN_TIMEOUT_S))
+
+
+async def connect(p, device_id):
+    """Find the lock and connect, as lockctl's phone does: Bumble's virtual
+    link completes a connection only when the address it was made to
+    advertises, and a lock whose host reset advertises from a new random
+    static address (a real central's connect would time out the same way),
+    so a connect that takes PHONE_TIMEOUT_S looks again."""
+    for _ in range(3):
+        try:
+            return await asyncio.wait_for(p.device.connect(await p.find(device_id)), PHONE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            pass
+    raise AssertionError("no connection to %s" % device_id)
 
 
 async def attempt(lock, token, key, permission="unlock", **kw):
@@ -341,7 +359,7 @@ def test_connect_and_leave_at_once_keeps_the_lock_advertising(lock):
     must advertise again, or no phone finds it until a reboot."""
     async def hit():
         async with ble.BlePhone(lock.ble_transport) as p:
-            conn = await p.device.connect(await p.find(lock.device_id))
+            conn = await connect(p, lock.device_id)
             await conn.disconnect()
     for _ in range(2):
         run(hit())
@@ -358,7 +376,7 @@ def test_no_phone_reads_the_last_connections_challenge(lock):
 
     async def handle():
         async with ble.BlePhone(lock.ble_transport) as p:
-            peer = Peer(await p.device.connect(await p.find(lock.device_id)))
+            peer = Peer(await connect(p, lock.device_id))
             await peer.discover_service(ble.SERVICE)
             svc = peer.get_services_by_uuid(ble._uuid(ble.SERVICE))[0]
             await peer.discover_characteristics(service=svc)
@@ -368,7 +386,7 @@ def test_no_phone_reads_the_last_connections_challenge(lock):
 
     async def early_late(h):
         async with ble.BlePhone(lock.ble_transport) as p:
-            conn = await p.device.connect(await p.find(lock.device_id))
+            conn = await connect(p, lock.device_id)
             early = bytes(await conn.gatt_client.read_value(h))
             await asyncio.sleep(0.3)
             late = bytes(await conn.gatt_client.read_value(h))
@@ -492,7 +510,7 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
 
         async def idle_while_the_controller_stalls():
             async with ble.BlePhone(s.ble_transport) as p:
-                await p.device.connect(await p.find(s.device_id))
+                await connect(p, s.device_id)
                 await asyncio.sleep(1.0)
                 cpu = _cpu_s(s.proc.pid)
                 os.kill(s.link.pid, signal.SIGSTOP)  # this loop waits too: the phone is as stopped
@@ -613,7 +631,8 @@ def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
     connected, no new one): the lock restarts its radio after 20 s of
     faults, and that fails (no controller comes up: 2 s of waiting for its
     sync, during which nothing else runs), and it tries again at each
-    retry. No two of these waits come back to back: CoAP is answered and
+    retry. No two of these waits come back to back (CoAP silent for 3.5 s
+    or more; with the fault it was 4-7 s, without 2.1 s): CoAP is answered and
     the relock timer runs between them. (Before, a retry's restart that
     failed at a 20 s mark was followed at once by another, and a fault
     that had just waited for the controller by the restart: the lock was
@@ -622,12 +641,13 @@ def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
     from coap import message as cm
     from simlock import RawClient
     s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
+    silent = ()
     try:
         s.wait_for("BLE: heap", 20)
 
         async def connect_and_lose_the_controller():
             async with ble.BlePhone(s.ble_transport) as p:
-                await p.device.connect(await p.find(s.device_id))
+                await connect(p, s.device_id)
                 await asyncio.sleep(1.0)  # the lock serves it (and hangs up 2 s on)
                 s.link.kill()
         try:
@@ -635,6 +655,12 @@ def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
         except Exception:
             pass  # (the phone's controller went with the lock's)
         s.link.wait(10)
+        # The lock's restarts open the UART's path again: it must not lead
+        # to a pty another test's controller took since (pty numbers are
+        # reused). A pty nobody answers stands in for the gone controller.
+        silent = os.openpty()
+        os.unlink(s.ble_pty)
+        os.symlink(os.ttyname(silent[1]), s.ble_pty)
         t0 = time.monotonic()
         answered = []
         stop = threading.Event()
@@ -661,9 +687,11 @@ def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
         assert "BLE: the radio did not restart" in out, out
         gaps = [(round(a, 1), round(b - a, 2)) for a, b in zip(answered, answered[1:]) if b - a > 1.0]
         print("controller gone for 60 s: CoAP silences over 1 s (at, s): %s" % gaps)
-        assert all(g < 3.0 for _, g in gaps), (gaps, out)
+        assert all(g < 3.5 for _, g in gaps), (gaps, out)
     finally:
         s.stop()
+        for fd in silent:
+            os.close(fd)
 
 
 def test_phone_and_lock_frame_alike():

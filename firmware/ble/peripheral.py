@@ -127,6 +127,7 @@ class Peripheral:
     def _advertise(self):
         try:
             self.ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self.adv, resp_data=self.resp)
+            self.adv_fault = False  # (a restart may have ended the last fault)
             return
         except OSError as e:
             # NimBLE resets its host when the controller does not answer
@@ -184,9 +185,10 @@ class Peripheral:
         that does not answer blocks for 2 s). The first fault of a fault
         period is said, the ones that follow it are not, and its end is
         said ("advertising again"). Faults that last `_RESTART_MS` restart
-        the radio (`restart()`), and again each `_RESTART_MS` they go on:
-        whatever state the host stack is stuck in, the lock comes back
-        without a reboot."""
+        the radio (`restart()`), and again each `_RESTART_MS` they go on; a
+        restart that fails (no controller comes up) is tried again at each
+        retry: whatever state the host stack is stuck in, the lock comes
+        back without a reboot."""
         delay = 1
         fault_t0 = None  # ticks of the first fault of the period, None: no fault
         restarted = None  # ticks of the last restart of this period
@@ -209,6 +211,7 @@ class Peripheral:
                     self.say("BLE: advertising again after %d s of faults"
                              % (time.ticks_diff(time.ticks_ms(), fault_t0) // 1000))
                     fault_t0 = None
+                    delay = 1
                 t0 = time.ticks_ms()
                 while self.conn is None and self.connects == seen:
                     await self._wait(_READVERTISE_MS)
