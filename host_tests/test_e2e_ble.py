@@ -485,6 +485,48 @@ def _cpu_s(pid):
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CoapProbe:
+    """GET lock/status over CoAP every `interval` s from a thread while the
+    `with` block runs: `answered` holds the times (s after entering) the
+    lock answered. A lock frozen in a wait for its radio leaves gaps."""
+
+    def __init__(self, lock, interval=0.2):
+        import threading
+        self.lock = lock
+        self.interval = interval
+        self.answered = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2)
+
+    def _run(self):
+        from coap import message as cm
+        from simlock import RawClient
+        c = RawClient(self.lock.port)
+        c.s.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                c.request(cm.GET, "lock/status")
+                self.answered.append(time.monotonic() - self.t0)
+            except OSError:
+                pass  # (socket.timeout)
+            time.sleep(self.interval)
+
+    def gaps(self, until=None):
+        """(time, length) of each silence between answers, s; `until`: the
+        last silence runs to then."""
+        ends = self.answered + ([until] if until is not None else [])
+        return [(a, b - a) for a, b in zip([0.0] + self.answered, ends)]
+
+
 def test_the_lock_recovers_from_a_host_reset(tmp_path):
     """The controller stops answering (its process stopped for 8 s, as a
     loaded CI machine starved it) while the lock hangs up an idle phone:
@@ -498,9 +540,6 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
     resyncs froze the lock for as long as the controller was gone; on the
     ESP32 the host has its own task)."""
     import signal
-    import threading
-    from coap import message as cm
-    from simlock import RawClient
     s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
     try:
         s.wait_for("BLE: heap", 20)
@@ -514,31 +553,15 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
                 await asyncio.sleep(1.0)
                 cpu = _cpu_s(s.proc.pid)
                 os.kill(s.link.pid, signal.SIGSTOP)  # this loop waits too: the phone is as stopped
-                t0 = time.monotonic()
-                stop = threading.Event()
-
-                def probe():
-                    c = RawClient(s.port)
-                    c.s.settimeout(0.5)
-                    while not stop.is_set():
-                        t = time.monotonic() - t0
-                        try:
-                            c.request(cm.GET, "lock/status")
-                            answered.append(t)
-                        except OSError:
-                            pass  # (socket.timeout)
-                        time.sleep(0.2)
-                th = threading.Thread(target=probe, daemon=True)
-                th.start()
                 try:
-                    time.sleep(8)
+                    with probe:
+                        time.sleep(8)
                 finally:
-                    stop.set()
                     os.kill(s.link.pid, signal.SIGCONT)
-                    th.join(2)
                 return _cpu_s(s.proc.pid) - cpu
-        answered = []
+        probe = CoapProbe(s)
         spent = run(idle_while_the_controller_stalls())
+        answered = probe.answered
 
         async def again():
             # The lock's host resyncs first (more HCI round trips on a
@@ -571,9 +594,6 @@ def test_the_lock_restarts_a_radio_that_stays_faulty(tmp_path):
     20 s of faults the lock turns the radio off and on (BLE().active), the
     new controller syncs and phones find the lock again, with no reboot:
     before, it stayed dark until one. CoAP is answered all along."""
-    import threading
-    from coap import message as cm
-    from simlock import RawClient
     s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
     try:
         s.wait_for("BLE: heap", 20)
@@ -582,23 +602,7 @@ def test_the_lock_restarts_a_radio_that_stays_faulty(tmp_path):
         assert run(attempt(s, tok, key)).granted
         s.link.kill()
         s.link.wait(10)
-        t0 = time.monotonic()
-        answered = []
-        stop = threading.Event()
-
-        def probe():
-            c = RawClient(s.port)
-            c.s.settimeout(0.5)
-            while not stop.is_set():
-                try:
-                    c.request(cm.GET, "lock/status")
-                    answered.append(time.monotonic() - t0)
-                except OSError:
-                    pass  # (socket.timeout)
-                time.sleep(0.2)
-        th = threading.Thread(target=probe, daemon=True)
-        th.start()
-        try:
+        with CoapProbe(s) as probe:
             s.link, _, port = ble.start_link(os.path.join(s.dir, "hci"), 0)
             s.ble_transport = "tcp-client:127.0.0.1:%d" % port
 
@@ -610,17 +614,14 @@ def test_the_lock_restarts_a_radio_that_stays_faulty(tmp_path):
             except ble.BleError as e:
                 raise AssertionError("%s\n%s" % (e, s.output()))
             assert r.granted, (r.describe(), s.output())
-            back = time.monotonic() - t0
-        finally:
-            stop.set()
-            th.join(2)
+            back = time.monotonic() - probe.t0
         out = s.output()
         assert re.search(r"BLE: faults for \d+ s: restarting the radio", out), out
         assert re.search(r"BLE: advertising again after \d+ s of faults", out), out
-        gaps = [b - a for a, b in zip([0.0] + answered, answered + [back])]
+        longest = max(g for _, g in probe.gaps(until=back))
         print("radio replaced: phones find the lock again after %.1f s; longest CoAP silence %.1f s"
-              % (back, max(gaps)))
-        assert max(gaps) < 15, gaps  # frozen: silent until the restart and beyond
+              % (back, longest))
+        assert longest < 15, probe.gaps(until=back)  # frozen: silent until the restart and beyond
     finally:
         s.stop()
 
@@ -637,9 +638,6 @@ def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
     failed at a 20 s mark was followed at once by another, and a fault
     that had just waited for the controller by the restart: the lock was
     silent 4 s, a door relocked 2.5 s late.)"""
-    import threading
-    from coap import message as cm
-    from simlock import RawClient
     s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
     silent = ()
     try:
@@ -661,31 +659,12 @@ def test_a_radio_that_stays_down_never_freezes_the_lock_twice_over(tmp_path):
         silent = os.openpty()
         os.unlink(s.ble_pty)
         os.symlink(os.ttyname(silent[1]), s.ble_pty)
-        t0 = time.monotonic()
-        answered = []
-        stop = threading.Event()
-
-        def probe():
-            c = RawClient(s.port)
-            c.s.settimeout(0.5)
-            while not stop.is_set():
-                try:
-                    c.request(cm.GET, "lock/status")
-                    answered.append(time.monotonic() - t0)
-                except OSError:
-                    pass  # (socket.timeout)
-                time.sleep(0.1)
-        th = threading.Thread(target=probe, daemon=True)
-        th.start()
-        try:
+        with CoapProbe(s, interval=0.1) as probe:
             time.sleep(60)
-        finally:
-            stop.set()
-            th.join(2)
         out = s.output()
         assert len(re.findall(r"BLE: faults for \d+ s: restarting the radio", out)) >= 1, out
         assert "BLE: the radio did not restart" in out, out
-        gaps = [(round(a, 1), round(b - a, 2)) for a, b in zip(answered, answered[1:]) if b - a > 1.0]
+        gaps = [(round(a, 1), round(g, 2)) for a, g in probe.gaps()[1:] if g > 1.0]
         print("controller gone for 60 s: CoAP silences over 1 s (at, s): %s" % gaps)
         assert all(g < 3.5 for _, g in gaps), (gaps, out)
     finally:
