@@ -135,9 +135,10 @@ class Peripheral:
             # reset clears the random address, which MicroPython sets only
             # at the first sync, so every advertising call fails from then
             # on (BLE_HS_ENOADDR) and no phone finds the lock until it
-            # reboots. Set the address again (the ESP32 derives the same
-            # one from its MAC) and advertise; a second failure is raised
-            # (serve backs off). Said once per fault.
+            # reboots. Set the address again (a new random static one, on
+            # the ESP32 port as in the simulator: phones find the lock by
+            # name) and advertise; a second failure is raised (serve backs
+            # off). Said once per fault.
             if not self.adv_fault:
                 self.say("BLE: advertising failed (%r): setting the address again" % (e,))
                 self.adv_fault = True
@@ -266,13 +267,13 @@ class Peripheral:
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     def restart(self):
-        """Turn the radio off and bring it up again (`start()`): the host
-        stack and the controller begin from scratch, with the service
-        registered anew. A phone connected is gone. Raises OSError when
-        the controller does not come up."""
+        """Turn the radio off (when it is on) and bring it up (`start()`):
+        the host stack and the controller begin from scratch, with the
+        service registered anew; also the first start. A phone connected
+        is gone. Raises OSError when the controller does not come up."""
         self.conn = None
         try:
-            self.ble.active(False)
+            bluetooth.BLE().active(False)  # (the one radio: self.ble once started)
         except OSError:
             pass  # already down
         self.start()
@@ -416,16 +417,11 @@ class Peripheral:
             return False  # (or the phone left between its write and the answer)
 
 
-def start(app, say=print):
-    """The peripheral of `app` (a lock.app.LockApp) with its radio up and
-    its service registered; run `serve()` in a task. Raises OSError when
-    the HCI controller cannot be opened."""
+def _peripheral(app, say):
     from ble.access import Access
     cfg = app.cfg
-    p = Peripheral(Access(app.authz, app.actuator, cfg.resources, cfg.device_id), cfg.device_id, say,
-                   cfg.ble_stall_ms, cfg.ble_idle_ms, cfg.ble_conn_ms)
-    p.start()
-    return p
+    return Peripheral(Access(app.authz, app.actuator, cfg.resources, cfg.device_id), cfg.device_id, say,
+                      cfg.ble_stall_ms, cfg.ble_idle_ms, cfg.ble_conn_ms)
 
 
 async def run(app, say=print):
@@ -438,19 +434,18 @@ async def run(app, say=print):
     lock runs: BLE is how phones reach it. No heap for it is said once
     and leaves the other transports on."""
     await asyncio.sleep_ms(0)
+    p = None
     attempt = 0
     delay = 1
     while True:
         try:
-            p = start(app, say)
+            if p is None:
+                p = _peripheral(app, say)
+            p.restart()  # (off first: an attempt that failed may have left it half up)
             break
         except OSError as e:
             say("BLE: off for now (the HCI controller did not come up: %s); trying again in %d s"
                 % (e, delay))
-            try:
-                bluetooth.BLE().active(False)
-            except OSError:
-                pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 60)
         except MemoryError:
