@@ -485,6 +485,21 @@ def _cpu_s(pid):
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _lock_that_granted(tmp_path):
+    """A lock with BLE that hangs up an idle phone after 2 s, and a token
+    and key it has granted an unlock (the token is stored): (lock, key, token)."""
+    s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
+    try:
+        s.wait_for("BLE: heap", 20)
+        key = ch.gen_key()
+        tok = s.token(key)
+        assert run(attempt(s, tok, key)).granted
+    except BaseException:
+        s.stop()
+        raise
+    return s, key, tok
+
+
 class CoapProbe:
     """GET lock/status over CoAP every `interval` s from a thread while the
     `with` block runs: `answered` holds the times (s after entering) the
@@ -540,12 +555,8 @@ def test_the_lock_recovers_from_a_host_reset(tmp_path):
     resyncs froze the lock for as long as the controller was gone; on the
     ESP32 the host has its own task)."""
     import signal
-    s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
+    s, key, tok = _lock_that_granted(tmp_path)
     try:
-        s.wait_for("BLE: heap", 20)
-        key = ch.gen_key()
-        tok = s.token(key)
-        assert run(attempt(s, tok, key)).granted
 
         async def idle_while_the_controller_stalls():
             async with ble.BlePhone(s.ble_transport) as p:
@@ -594,12 +605,8 @@ def test_the_lock_restarts_a_radio_that_stays_faulty(tmp_path):
     20 s of faults the lock turns the radio off and on (BLE().active), the
     new controller syncs and phones find the lock again, with no reboot:
     before, it stayed dark until one. CoAP is answered all along."""
-    s = SimLock(tmp_path, ble=True, config={"ble": {"idle_s": 2}})
+    s, key, tok = _lock_that_granted(tmp_path)
     try:
-        s.wait_for("BLE: heap", 20)
-        key = ch.gen_key()
-        tok = s.token(key)
-        assert run(attempt(s, tok, key)).granted
         s.link.kill()
         s.link.wait(10)
         with CoapProbe(s) as probe:
